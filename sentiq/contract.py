@@ -1,0 +1,167 @@
+"""The wire contract between producers and workers: what crosses Redis, and under which keys.
+
+Only JSON crosses Redis. A job is an RQ job (JSON serializer) whose function is named by the
+string :data:`CLASSIFY_TASK` and whose single positional argument is a :class:`JobPayload` dict.
+Each review's result is a :class:`Prediction`, stored as JSON under :func:`result_key` with a TTL
+and appended to the capped stream :func:`stream_key`. The README documents the same layout for
+consumers in other languages.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from sentiq.errors import InvalidReviewError, MalformedJobError
+
+CONTRACT_VERSION = 1
+#: The one callable a sentiq worker runs. Named by string so the producer never imports the worker.
+CLASSIFY_TASK = "worker.tasks.classify_reviews"
+REVIEW_ID_MAX_LENGTH = 128
+REVIEW_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@/+=-]{0,127}$")
+LABELS: tuple[str, str] = ("negative", "positive")
+Label = Literal["negative", "positive"]
+
+
+def new_review_id() -> str:
+    """A fresh random review id (UUID4, hex with dashes)."""
+    return str(uuid.uuid4())
+
+
+def review_problem(review_id: object, text: object, max_chars: int) -> str | None:
+    """Why a review cannot be classified, or ``None`` when it can.
+
+    The producer raises on a problem; the worker turns it into an error result for that review.
+    """
+    if not isinstance(review_id, str):
+        return f"review id must be a string, got {type(review_id).__name__}"
+    if not REVIEW_ID_PATTERN.fullmatch(review_id):
+        return (
+            f"invalid review id {review_id[:40]!r}: use 1-{REVIEW_ID_MAX_LENGTH} characters from "
+            "A-Z a-z 0-9 . _ : @ / + = -, starting with a letter or digit"
+        )
+    if not isinstance(text, str):
+        return f"review text must be a string, got {type(text).__name__}"
+    if not text.strip():
+        return "review text is empty"
+    if len(text) > max_chars:
+        return f"review text has {len(text)} characters, more than the limit of {max_chars}"
+    return None
+
+
+class Review(BaseModel):
+    """One review as the producer sends it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    text: str
+
+
+class JobPayload(BaseModel):
+    """The single argument of a classify job.
+
+    Reviews stay loosely typed here on purpose: one bad review must not fail its whole job, so the
+    worker checks each with :func:`review_problem` and answers it with an error result.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    v: Literal[1] = CONTRACT_VERSION
+    reviews: list[dict[str, Any]] = Field(min_length=1)
+
+    @field_validator("reviews")
+    @classmethod
+    def _each_review_has_an_id(cls, reviews: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        for index, review in enumerate(reviews):
+            if "id" not in review:
+                raise ValueError(f"review #{index} has no 'id'")
+        return reviews
+
+    @classmethod
+    def from_reviews(cls, reviews: Sequence[Review]) -> JobPayload:
+        """Pack validated reviews into a payload."""
+        return cls(reviews=[review.model_dump() for review in reviews])
+
+    @classmethod
+    def decode(cls, args: Sequence[Any], kwargs: Mapping[str, Any]) -> JobPayload:
+        """Decode an RQ job's arguments, wrapping any failure in :class:`MalformedJobError`."""
+        if kwargs or len(args) != 1 or not isinstance(args[0], dict):
+            raise MalformedJobError(
+                f"a classify job takes exactly one JSON object argument, got args={_preview(args)} "
+                f"kwargs={_preview(kwargs)}"
+            )
+        try:
+            return cls.model_validate(args[0])
+        except ValidationError as error:
+            problems = "; ".join(
+                f"{'.'.join(str(part) for part in item['loc']) or 'payload'}: {item['msg']}"
+                for item in error.errors()
+            )
+            raise MalformedJobError(f"malformed classify job payload: {problems}") from error
+
+
+class Prediction(BaseModel):
+    """One review's result: a label and its probability, or an error."""
+
+    id: str
+    label: Label | None = None
+    score: float | None = Field(default=None, ge=0.0, le=1.0)
+    model: str | None = None
+    error: str | None = None
+    finished_at: float = Field(default_factory=time.time, description="Unix time the worker wrote it.")
+
+    @property
+    def ok(self) -> bool:
+        """Whether the review was classified."""
+        return self.error is None
+
+    def to_json(self) -> str:
+        """The JSON text stored in Redis."""
+        return self.model_dump_json()
+
+    @classmethod
+    def from_json(cls, raw: str | bytes) -> Prediction:
+        """Parse a stored result."""
+        return cls.model_validate_json(raw)
+
+
+def result_key(prefix: str, review_id: str) -> str:
+    """Redis key of one review's result (a JSON string with a TTL)."""
+    return f"{prefix}:result:{review_id}"
+
+
+def stream_key(prefix: str) -> str:
+    """Redis key of the capped stream every prediction is appended to."""
+    return f"{prefix}:predictions"
+
+
+def validate_reviews(
+    texts: Sequence[str], ids: Sequence[str | None] | None, max_chars: int
+) -> list[Review]:
+    """Pair texts with ids (generating missing ones) and check both, raising on the first problem."""
+    if ids is not None and len(ids) != len(texts):
+        raise InvalidReviewError(f"got {len(texts)} texts but {len(ids)} ids")
+    reviews: list[Review] = []
+    seen: set[str] = set()
+    for index, text in enumerate(texts):
+        review_id = ids[index] if ids is not None else None
+        review_id = new_review_id() if review_id is None else review_id
+        problem = review_problem(review_id, text, max_chars)
+        if problem is not None:
+            raise InvalidReviewError(f"review #{index}: {problem}")
+        if review_id in seen:
+            raise InvalidReviewError(f"review #{index}: duplicate id {review_id!r} in one submit")
+        seen.add(review_id)
+        reviews.append(Review(id=review_id, text=text))
+    return reviews
+
+
+def _preview(value: object, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."

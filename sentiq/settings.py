@@ -1,0 +1,138 @@
+"""Every sentiq setting, in one pydantic-settings tree.
+
+Each entry point (``python -m worker``, ``python -m producer``, ``python -m training``, the demo)
+builds one :class:`Settings` with :func:`load_settings` and passes it, or the section it needs,
+down. Nothing else in sentiq reads the environment.
+
+Environment variables use the prefix ``SENTIQ_`` and one underscore between the section and the
+field: ``SENTIQ_REDIS_URL`` sets ``redis.url``, ``SENTIQ_WORKER_MAX_BATCH_SIZE`` sets
+``worker.max_batch_size``. A ``.env`` file in the working directory is read too.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_BASE_MODEL = "huawei-noah/TinyBERT_General_4L_312D"
+BUNDLED_BASE_MODEL = "bundled"
+DEFAULT_MODEL_DIR = "models/sentiq-tinybert"
+
+
+class RedisSettings(BaseModel):
+    """Where the queue and the result store live."""
+
+    url: str = Field(
+        default="redis://127.0.0.1:6379/0",
+        description="Redis URL: redis://, rediss:// (TLS) or unix://, with password or ACL user.",
+    )
+    socket_timeout_s: float = Field(default=10.0, gt=0, description="Socket timeout for Redis commands.")
+
+
+class QueueSettings(BaseModel):
+    """Names on the wire: shared by producer and worker, so both must agree."""
+
+    name: str = Field(default="sentiq", min_length=1, description="RQ queue that carries review jobs.")
+    key_prefix: str = Field(default="sentiq", min_length=1, description="Prefix of the result-store keys.")
+    result_ttl_s: int = Field(default=86_400, gt=0, description="How long a review's result is kept.")
+    stream_maxlen: int = Field(
+        default=100_000, gt=0, description="Approximate cap on the predictions stream's length."
+    )
+
+
+class ModelSettings(BaseModel):
+    """The fine-tuned model folder that workers serve."""
+
+    path: Path = Field(default=Path(DEFAULT_MODEL_DIR), description="Model folder written by training.")
+
+
+class WorkerSettings(BaseModel):
+    """How a worker runs the model and batches jobs."""
+
+    device: str = Field(default="auto", description="auto, cpu, cuda or cuda:N.")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        default="auto", description="auto: bf16/fp16 on GPU, bf16 on CPUs with AMX, else float32."
+    )
+    max_batch_size: int = Field(default=64, gt=0, description="Most reviews in one forward pass.")
+    max_batch_tokens: int = Field(
+        default=16_384, gt=0, description="Most padded tokens (rows x length) in one forward pass."
+    )
+    max_wait_ms: int = Field(
+        default=5, ge=0, description="How long to keep gathering queued jobs into one batch."
+    )
+    max_length: int = Field(default=0, ge=0, description="Token truncation; 0 takes the model's own.")
+    max_review_chars: int = Field(default=50_000, gt=0, description="Longer reviews get an error result.")
+    heartbeat_ttl_s: int = Field(
+        default=30, ge=5, description="A dead worker's jobs are retried this long after its last heartbeat."
+    )
+    maintenance_interval_s: int = Field(
+        default=15, ge=1, description="How often a worker looks for abandoned jobs to retry."
+    )
+    log_level: str = Field(default="INFO", description="Python log level.")
+
+
+class ProducerSettings(BaseModel):
+    """How the client packs and waits."""
+
+    reviews_per_job: int = Field(default=32, gt=0, description="Most reviews packed into one job.")
+    max_review_chars: int = Field(default=50_000, gt=0, description="Longer reviews are refused on submit.")
+    job_retries: int = Field(default=3, ge=0, description="Retries of a job whose worker died.")
+    job_timeout_s: int = Field(default=600, gt=0, description="RQ job timeout.")
+    result_timeout_s: float = Field(default=60.0, gt=0, description="Default wait for results.")
+
+
+class TrainSettings(BaseModel):
+    """Defaults of ``python -m training train``; each flag overrides its field."""
+
+    data: list[str] = Field(default_factory=list, description="Training files, folders or HF dataset names.")
+    test_data: str | None = Field(default=None, description="File evaluated once at the end.")
+    base_model: str = Field(default=DEFAULT_BASE_MODEL, description="Hub id, local folder or 'bundled'.")
+    output_dir: Path = Field(default=Path(DEFAULT_MODEL_DIR), description="Where the model folder goes.")
+    epochs: float = Field(default=3.0, gt=0)
+    learning_rate: float = Field(default=2e-5, gt=0)
+    batch_size: int = Field(default=32, gt=0, description="Train and eval batch size.")
+    max_length: int = Field(default=300, gt=8, description="Token truncation length.")
+    truncation: Literal["head", "head_tail"] = Field(
+        default="head", description="head keeps the first tokens; head_tail keeps the first and last."
+    )
+    validation_fraction: float = Field(default=0.1, gt=0, lt=1, description="Held out from train data.")
+    max_train_samples: int | None = Field(default=None, gt=0)
+    max_eval_samples: int | None = Field(default=None, gt=0)
+    seed: int = 42
+
+
+class Settings(BaseSettings):
+    """All of sentiq's configuration."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="SENTIQ_",
+        env_nested_delimiter="_",
+        env_nested_max_split=1,
+        env_file=".env",
+        extra="ignore",
+    )
+
+    redis: RedisSettings = Field(default_factory=RedisSettings)
+    queue: QueueSettings = Field(default_factory=QueueSettings)
+    model: ModelSettings = Field(default_factory=ModelSettings)
+    worker: WorkerSettings = Field(default_factory=WorkerSettings)
+    producer: ProducerSettings = Field(default_factory=ProducerSettings)
+    train: TrainSettings = Field(default_factory=TrainSettings)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build the settings from defaults, ``.env``, ``SENTIQ_*`` variables and then ``overrides``.
+
+    ``overrides`` maps section names to dicts of fields, e.g. ``{"redis": {"url": ...}}``;
+    ``None`` values are ignored so that unset CLI flags keep the environment's value.
+    """
+    settings = Settings()
+    if not overrides:
+        return settings
+    merged = settings.model_dump()
+    for section, fields in overrides.items():
+        merged[section].update({key: value for key, value in fields.items() if value is not None})
+    return Settings.model_validate(merged)
