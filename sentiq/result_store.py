@@ -1,0 +1,87 @@
+"""The result store in Redis: one JSON value per review, plus a capped stream of all predictions.
+
+Layout (``<prefix>`` is ``SENTIQ_QUEUE_KEY_PREFIX``, default ``sentiq``):
+
+- ``<prefix>:result:<review id>``: a string holding the :class:`~sentiq.contract.Prediction`
+  JSON, with a TTL of ``SENTIQ_QUEUE_RESULT_TTL_S`` seconds.
+- ``<prefix>:predictions``: a stream, trimmed to about ``SENTIQ_QUEUE_STREAM_MAXLEN`` entries;
+  each entry has the fields ``id`` (the review id) and ``result`` (the same JSON).
+
+The value is written before the stream entry, in one MULTI/EXEC transaction, so a reader that
+sees an id in the stream can always GET its result.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from redis import Redis
+
+from sentiq.contract import Prediction, result_key, stream_key
+
+STREAM_FIELD_ID = "id"
+STREAM_FIELD_RESULT = "result"
+#: Stream id meaning "before any entry".
+STREAM_START = "0-0"
+
+
+class ResultStore:
+    """Reads and writes predictions under one key prefix."""
+
+    def __init__(self, client: Redis, prefix: str, ttl_s: int, stream_maxlen: int) -> None:
+        self.client = client
+        self.prefix = prefix
+        self.ttl_s = ttl_s
+        self.stream_maxlen = stream_maxlen
+        self.stream = stream_key(prefix)
+
+    def publish(self, predictions: Iterable[Prediction]) -> int:
+        """Store each prediction under its id and append it to the stream; returns how many."""
+        count = 0
+        with self.client.pipeline(transaction=True) as pipe:
+            for prediction in predictions:
+                payload = prediction.to_json()
+                pipe.set(result_key(self.prefix, prediction.id), payload, ex=self.ttl_s)
+                pipe.xadd(
+                    self.stream,
+                    {STREAM_FIELD_ID: prediction.id, STREAM_FIELD_RESULT: payload},
+                    maxlen=self.stream_maxlen,
+                    approximate=True,
+                )
+                count += 1
+            if count:
+                pipe.execute()
+        return count
+
+    def fetch(self, ids: Sequence[str]) -> dict[str, Prediction]:
+        """The stored predictions of those ``ids`` that have one."""
+        if not ids:
+            return {}
+        raw_values = self.client.mget([result_key(self.prefix, review_id) for review_id in ids])
+        return {
+            review_id: Prediction.from_json(raw)
+            for review_id, raw in zip(ids, raw_values, strict=True)
+            if raw is not None
+        }
+
+    def last_stream_id(self) -> str:
+        """The id of the newest stream entry (``0-0`` when empty): read from here to miss nothing new."""
+        newest = self.client.xrevrange(self.stream, count=1)
+        if not newest:
+            return STREAM_START
+        entry_id = newest[0][0]
+        return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+
+    def read_stream(
+        self, after: str, block_ms: int, count: int = 1000
+    ) -> tuple[str, list[tuple[str, Prediction]]]:
+        """Wait up to ``block_ms`` for entries after ``after``; returns the new cursor and entries."""
+        response = self.client.xread({self.stream: after}, count=count, block=block_ms)
+        cursor = after
+        entries: list[tuple[str, Prediction]] = []
+        for _stream, items in response or []:
+            for entry_id, fields in items:
+                cursor = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+                review_id = fields[STREAM_FIELD_ID.encode()].decode()
+                entries.append((review_id, Prediction.from_json(fields[STREAM_FIELD_RESULT.encode()])))
+        return cursor, entries
