@@ -72,6 +72,10 @@ class WorkerSettings(BaseModel):
         default=15, ge=1, description="How often a worker looks for abandoned jobs to retry."
     )
     log_level: str = Field(default="INFO", description="Python log level.")
+    ready_file: Path | None = Field(
+        default=None,
+        description="Touched once the model is loaded and warm, and at each heartbeat; for healthchecks.",
+    )
 
 
 class ProducerSettings(BaseModel):
