@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from sentiq.errors import InvalidReviewError, MalformedJobError
 
-CONTRACT_VERSION = 1
+CONTRACT_VERSION: Literal[1] = 1
 #: The one callable a sentiq worker runs. Named by string so the producer never imports the worker.
 CLASSIFY_TASK = "worker.tasks.classify_reviews"
 REVIEW_ID_MAX_LENGTH = 128

@@ -14,6 +14,7 @@ sees an id in the stream can always GET its result.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 from redis import Redis
 
@@ -76,7 +77,7 @@ class ResultStore:
         self, after: str, block_ms: int, count: int = 1000
     ) -> tuple[str, list[tuple[str, Prediction]]]:
         """Wait up to ``block_ms`` for entries after ``after``; returns the new cursor and entries."""
-        response = self.client.xread({self.stream: after}, count=count, block=block_ms)
+        response: Any = self.client.xread({self.stream: after}, count=count, block=block_ms)
         cursor = after
         entries: list[tuple[str, Prediction]] = []
         for _stream, items in response or []:

@@ -28,9 +28,10 @@ def build_vocab(texts: list[str], size: int = 1500) -> list[str]:
 def build_tokenizer(folder: Path, texts: list[str]) -> BertTokenizerFast:
     """A WordPiece tokenizer whose vocabulary comes from ``texts``."""
     folder.mkdir(parents=True, exist_ok=True)
-    vocab_file = folder / "vocab.txt"
-    vocab_file.write_text("\n".join(dict.fromkeys(build_vocab(texts))) + "\n", encoding="utf-8")
-    return BertTokenizerFast(vocab_file=str(vocab_file), do_lower_case=True, model_max_length=512)
+    tokens = list(dict.fromkeys(build_vocab(texts)))
+    return BertTokenizerFast(
+        vocab={token: index for index, token in enumerate(tokens)}, do_lower_case=True, model_max_length=512
+    )
 
 
 def build_tiny_base_model(folder: Path, texts: list[str], *, with_labels: bool = True) -> Path:

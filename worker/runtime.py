@@ -1,0 +1,66 @@
+"""Building a ready :class:`~worker.processing.Classifier` from settings: device, dtype, model, store."""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+from redis import Redis
+
+from sentiq.result_store import ResultStore
+from sentiq.settings import Settings
+from worker.device import DeviceChoice, choose_device, choose_dtype, cpu_has_fast_bf16, host_ticket_key
+from worker.model import SentimentModel
+from worker.processing import Classifier
+
+log = logging.getLogger(__name__)
+
+
+def pick_device(settings: Settings, connection: Redis) -> tuple[DeviceChoice, str]:
+    """The device (logged with its reason) and dtype this worker runs on."""
+    gpu_count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    ticket_key = host_ticket_key(settings.queue.key_prefix)
+    choice = choose_device(
+        settings.worker.device,
+        gpu_count=gpu_count,
+        take_ticket=lambda: int(connection.incr(ticket_key)) - 1,
+    )
+    if choice.device == "cpu" and settings.worker.device == "auto":
+        log.warning("device: %s", choice.reason)
+    dtype = choose_dtype(
+        settings.worker.dtype,
+        choice.device,
+        cuda_bf16=choice.device.startswith("cuda") and torch.cuda.is_bf16_supported(),
+        cpu_bf16_fast=cpu_has_fast_bf16(),
+    )
+    log.info("device %s (%s), dtype %s", choice.device, choice.reason, dtype)
+    return choice, dtype
+
+
+def build_classifier(settings: Settings, connection: Redis) -> Classifier:
+    """Load the model once on the chosen device, warm it up and attach the result store."""
+    choice, dtype = pick_device(settings, connection)
+    if choice.device == "cpu":
+        # Leave the core count to torch's default, but never oversubscribe inter-op threads.
+        torch.set_num_interop_threads(1)
+    model = SentimentModel.load(
+        settings.model.path,
+        device=choice.device,
+        dtype=dtype,
+        max_length=settings.worker.max_length,
+        max_batch_size=settings.worker.max_batch_size,
+        max_batch_tokens=settings.worker.max_batch_tokens,
+    )
+    warm_ms = model.warm_up()
+    log.info(
+        "model %s loaded from %s (max_length %d, truncation %s), warm-up %.0f ms",
+        model.info.model_id,
+        settings.model.path,
+        model.info.max_length,
+        model.info.truncation,
+        warm_ms,
+    )
+    store = ResultStore(
+        connection, settings.queue.key_prefix, settings.queue.result_ttl_s, settings.queue.stream_maxlen
+    )
+    return Classifier(model, store, settings.worker.max_review_chars)
