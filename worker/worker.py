@@ -183,14 +183,19 @@ class SentiqWorker(SimpleWorker):
         for job, queue in batch:
             execution = self.prepare_execution(job)
             try:
-                self.prepare_job_execution(job, remove_from_intermediate_queue=len(self.queues) == 1)
-                job.started_at = now()
-                admitted.append(_Admitted(job, queue, execution, self._admit(job)))
+                # Admission comes first: RQ's own preparation already reads the job's function name.
+                payload = self._admit(job)
             except (ForbiddenTaskError, MalformedJobError) as error:
                 # Retrying cannot fix a job that is wrong in itself.
                 job.retries_left = 0
+                job.started_at = now()
                 log.error("rejected job %s: %s", job.id, error)
+                queue.intermediate_queue.remove(job.id)
                 self._finalize_failure(job, queue, execution, sys.exc_info())
+                continue
+            self.prepare_job_execution(job, remove_from_intermediate_queue=len(self.queues) == 1)
+            job.started_at = now()
+            admitted.append(_Admitted(job, queue, execution, payload))
         if not admitted:
             return
 

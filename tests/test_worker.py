@@ -1,0 +1,212 @@
+"""SentiqWorker in this process against a real Redis: batching, refusals, failure handling."""
+
+from __future__ import annotations
+
+import logging
+import zlib
+from pathlib import Path
+
+import pytest
+from redis import Redis
+from rq import Callback, Queue, Retry
+from rq.job import Job, JobStatus
+from rq.registry import FailedJobRegistry
+from rq.serializers import JSONSerializer
+
+from sentiq.contract import CLASSIFY_TASK
+from sentiq.result_store import ResultStore
+from sentiq.settings import Settings
+from worker.model import SentimentModel
+from worker.processing import Classifier
+from worker.worker import SentiqWorker
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tiny_model_dir: Path) -> SentimentModel:
+    return SentimentModel.load(tiny_model_dir, max_batch_size=64)
+
+
+@pytest.fixture
+def queue(settings: Settings, redis_client: Redis) -> Queue:
+    return Queue(settings.queue.name, connection=redis_client, serializer=JSONSerializer)
+
+
+@pytest.fixture
+def worker(settings: Settings, redis_client: Redis, tiny_model: SentimentModel, queue: Queue) -> SentiqWorker:
+    store = ResultStore(redis_client, settings.queue.key_prefix, 60, 1000)
+    classifier = Classifier(tiny_model, store, settings.worker.max_review_chars)
+    return SentiqWorker([queue], classifier=classifier, settings=settings.worker, connection=redis_client)
+
+
+def payload(prefix: str, count: int) -> dict[str, object]:
+    return {"v": 1, "reviews": [{"id": f"{prefix}-{i}", "text": f"review number {i}"} for i in range(count)]}
+
+
+class Marker:
+    """Unpickling this creates a file: proof of code execution, if it ever happened."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return (Path.touch, (str(self.path),))  # type: ignore[return-value]
+
+
+def test_queued_jobs_are_classified_together(
+    worker: SentiqWorker, queue: Queue, caplog: pytest.LogCaptureFixture
+) -> None:
+    jobs = [queue.enqueue(CLASSIFY_TASK, payload(f"j{n}", 3)) for n in range(5)]
+    with caplog.at_level(logging.INFO, logger="worker.worker"):
+        worker.work(burst=True)
+    batch_lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("batch ")]
+    assert batch_lines and batch_lines[0].startswith("batch jobs=5 reviews=15 errors=0 passes=1")
+    stored = worker.classifier.store.fetch([f"j{n}-{i}" for n in range(5) for i in range(3)])
+    assert len(stored) == 15 and all(p.ok for p in stored.values())
+    for job in jobs:
+        job.refresh()
+        assert job.get_status() == JobStatus.FINISHED
+        assert job.return_value() == {"reviews": 3, "errors": 0, "error_ids": []}
+
+
+def test_batch_size_bounds_how_many_jobs_are_gathered(
+    worker: SentiqWorker, queue: Queue, caplog: pytest.LogCaptureFixture
+) -> None:
+    worker.settings = worker.settings.model_copy(update={"max_batch_size": 4})
+    for n in range(4):
+        queue.enqueue(CLASSIFY_TASK, payload(f"b{n}", 2))
+    with caplog.at_level(logging.INFO, logger="worker.worker"):
+        worker.work(burst=True)
+    batch_lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("batch ")]
+    assert [line.split()[1] for line in batch_lines] == ["jobs=2", "jobs=2"]
+
+
+def test_a_job_naming_another_callable_runs_nothing(
+    worker: SentiqWorker, queue: Queue, tmp_path: Path
+) -> None:
+    marker = tmp_path / "pwned"
+    evil = queue.enqueue("os.system", f"touch {marker}")
+    good = queue.enqueue(CLASSIFY_TASK, payload("after-evil", 2))
+    worker.work(burst=True)
+    assert not marker.exists()
+    evil.refresh()
+    assert evil.get_status() == JobStatus.FAILED
+    assert "names 'os.system'; sentiq workers only run 'worker.tasks.classify_reviews'" in (
+        evil.latest_result().exc_string or ""
+    )
+    assert evil.id in FailedJobRegistry(queue=queue)
+    good.refresh()
+    assert good.get_status() == JobStatus.FINISHED
+
+
+def test_a_pickled_payload_is_never_unpickled(
+    worker: SentiqWorker, queue: Queue, redis_client: Redis, tmp_path: Path
+) -> None:
+    marker = tmp_path / "unpickled"
+    pickle_queue = Queue(queue.name, connection=redis_client)  # RQ's default serializer: pickle
+    evil = pickle_queue.enqueue(CLASSIFY_TASK, Marker(marker))
+    # The payload really would run code if unpickled: check the test's own weapon.
+    raw = redis_client.hget(evil.key, "data")
+    assert raw is not None and zlib.decompress(raw).startswith(b"\x80")
+    worker.work(burst=True)
+    assert not marker.exists()
+    job = Job.fetch(evil.id, connection=redis_client, serializer=JSONSerializer)
+    assert job.get_status() == JobStatus.FAILED
+    assert evil.id in FailedJobRegistry(queue=queue)
+    assert "payload is not JSON (pickled or corrupt data)" in (job.latest_result().exc_string or "")
+
+
+def test_a_job_with_callbacks_is_refused_and_its_callbacks_never_run(
+    worker: SentiqWorker, queue: Queue, tmp_path: Path
+) -> None:
+    job = queue.enqueue(
+        CLASSIFY_TASK,
+        payload("cb", 1),
+        on_success=Callback("os.system"),
+        on_failure=Callback("os.abort"),
+    )
+    worker.work(burst=True)  # os.abort would kill this test process
+    job.refresh()
+    assert job.get_status() == JobStatus.FAILED
+    assert "names callbacks" in (job.latest_result().exc_string or "")
+
+
+def test_a_malformed_payload_fails_cleanly_without_retries(worker: SentiqWorker, queue: Queue) -> None:
+    bad = queue.enqueue(CLASSIFY_TASK, "just a string", retry=Retry(max=3))
+    empty = queue.enqueue(CLASSIFY_TASK, {"v": 1, "reviews": []})
+    good = queue.enqueue(CLASSIFY_TASK, payload("fine", 1))
+    worker.work(burst=True)
+    bad.refresh()
+    empty.refresh()
+    good.refresh()
+    assert bad.get_status() == JobStatus.FAILED
+    assert "takes exactly one JSON object argument" in (bad.latest_result().exc_string or "")
+    assert "reviews: List should have at least 1 item" in (empty.latest_result().exc_string or "")
+    assert good.get_status() == JobStatus.FINISHED
+
+
+def test_a_job_hash_that_cannot_be_read_fails_alone(
+    worker: SentiqWorker, queue: Queue, redis_client: Redis
+) -> None:
+    broken = queue.enqueue(CLASSIFY_TASK, payload("broken", 1))
+    redis_client.hset(broken.key, "created_at", "not a date")
+    good = queue.enqueue(CLASSIFY_TASK, payload("fine-after-broken", 1))
+    worker.work(burst=True)
+    good.refresh()
+    assert good.get_status() == JobStatus.FINISHED
+    assert broken.id in FailedJobRegistry(queue=queue)
+
+
+def test_a_failing_batch_without_retries_left_answers_every_review(
+    worker: SentiqWorker, queue: Queue, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def explode(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("CUDA out of memory (simulated)")
+
+    monkeypatch.setattr(worker.classifier.model, "predict", explode)
+    job = queue.enqueue(CLASSIFY_TASK, payload("oom", 2))
+    worker.work(burst=True)
+    job.refresh()
+    assert job.get_status() == JobStatus.FAILED
+    stored = worker.classifier.store.fetch(["oom-0", "oom-1"])
+    assert {p.error for p in stored.values()} == {
+        "worker error: RuntimeError('CUDA out of memory (simulated)')"
+    }
+
+
+def test_a_failing_batch_with_retries_left_is_requeued(
+    worker: SentiqWorker, queue: Queue, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = {"n": 0}
+    real_predict = worker.classifier.model.predict
+
+    def flaky(*args: object, **kwargs: object) -> object:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("transient")
+        return real_predict(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(worker.classifier.model, "predict", flaky)
+    job = queue.enqueue(CLASSIFY_TASK, payload("flaky", 2), retry=Retry(max=1))
+    worker.work(burst=True)
+    job.refresh()
+    assert job.get_status() == JobStatus.FINISHED
+    assert all(p.ok for p in worker.classifier.store.fetch(["flaky-0", "flaky-1"]).values())
+
+
+def test_ready_file_tracks_the_worker(
+    worker: SentiqWorker, queue: Queue, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ready = tmp_path / "ready"
+    worker.settings = worker.settings.model_copy(update={"ready_file": ready})
+    seen_while_working: list[bool] = []
+    real_classify = worker.classifier.classify
+
+    def classify(*args: object, **kwargs: object) -> object:
+        seen_while_working.append(ready.exists())
+        return real_classify(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(worker.classifier, "classify", classify)
+    queue.enqueue(CLASSIFY_TASK, payload("ready", 1))
+    worker.work(burst=True)
+    assert seen_while_working == [True]
+    assert not ready.exists()
