@@ -1,0 +1,284 @@
+"""``python -m producer``: enqueue reviews, read results, classify, and stream the demo.
+
+Exit codes: 0 on success; 2 for usage and input errors (bad options, unreadable or malformed
+files, invalid reviews, invalid settings); 1 for everything that went wrong at run time
+(Redis unreachable, results that did not arrive in time, ids with no result, reviews that came
+back with an error from ``classify``). Errors are one ``error: ...`` line on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+from pydantic import ValidationError
+from redis.exceptions import RedisError
+
+from producer.client import Client
+from producer.progress import Progress
+from producer.reading import INPUT_FORMATS, STDIN, InputFormat, InputReview, read_reviews
+from producer.stream import preview, stream_reviews
+from producer.writing import OUTPUT_FORMATS, ResultWriter
+from sentiq.contract import review_problem
+from sentiq.errors import (
+    ConfigurationError,
+    DataError,
+    InvalidReviewError,
+    RedisUnavailableError,
+    ResultsTimeoutError,
+    SentiqError,
+)
+from sentiq.settings import Settings, load_settings
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+class CommandError(Exception):
+    """Raised by a command to exit with ``code`` after printing ``message`` as an error."""
+
+    def __init__(self, message: str, code: int = EXIT_FAILURE) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``python -m producer``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m producer",
+        description="Send reviews to sentiq's workers over Redis and read their sentiment predictions.",
+        epilog="Settings come from SENTIQ_* environment variables (and .env); the options override them.",
+    )
+    parser.add_argument("--redis-url", help="Redis URL (redis://, rediss://, unix://); env SENTIQ_REDIS_URL")
+    parser.add_argument("--queue", help="RQ queue name; env SENTIQ_QUEUE_NAME")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    enqueue = commands.add_parser(
+        "enqueue",
+        help="enqueue the reviews of a file and print their ids (or wait for the results)",
+        description=(
+            "Enqueue the reviews of FILE: CSV with a 'review' column (optional 'id'), JSON Lines with "
+            "'review' or 'text' (optional 'id'), or plain text with one review per line; by extension "
+            "(.csv, .jsonl, .ndjson, .txt, each optionally .gz). '-' reads plain text from stdin. "
+            "Prints the review ids, one per line, unless --wait."
+        ),
+    )
+    enqueue.add_argument("file", metavar="FILE|-", help="input file, or - for stdin")
+    _add_format_option(enqueue)
+    enqueue.add_argument("--wait", action="store_true", help="wait for the results and write them")
+    enqueue.add_argument(
+        "--output", metavar="FILE", help="with --wait: write results to FILE (.csv or .jsonl, optionally .gz)"
+    )
+    enqueue.add_argument(
+        "--output-format",
+        choices=OUTPUT_FORMATS,
+        help="with --wait: output format (default: by --output's extension; jsonl on stdout)",
+    )
+    _add_timeout_option(enqueue)
+    enqueue.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+
+    get = commands.add_parser(
+        "get",
+        help="print stored results as JSON lines",
+        description="Print the stored result of each ID as a JSON line; ids with no result exit 1.",
+    )
+    get.add_argument("ids", nargs="+", metavar="ID")
+
+    classify = commands.add_parser(
+        "classify",
+        help="classify texts given on the command line",
+        description="Submit each TEXT, wait, and print 'label score text-preview' lines.",
+    )
+    classify.add_argument("texts", nargs="+", metavar="TEXT")
+    classify.add_argument("--json", action="store_true", help="print full results as JSON lines")
+    _add_timeout_option(classify)
+
+    stream = commands.add_parser(
+        "stream",
+        help="the demo: enqueue a file and print predictions as they arrive, then a summary",
+        description=(
+            "Enqueue FILE's reviews, print each prediction as it arrives (with a right/WRONG check "
+            "when the file has a 'sentiment' column), then count, errors, accuracy, reviews per "
+            "second and latency p50/p95."
+        ),
+    )
+    stream.add_argument("file", metavar="FILE|-", help="input file, or - for stdin")
+    _add_format_option(stream)
+    stream.add_argument("--limit", type=_positive_int, metavar="N", help="stream only the first N reviews")
+    stream.add_argument("--quiet", action="store_true", help="print only the summary")
+    _add_timeout_option(stream)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "enqueue" and args.output and not args.wait:
+        parser.error("--output needs --wait")
+    try:
+        settings = load_settings(redis={"url": args.redis_url}, queue={"name": args.queue})
+        return int(_COMMANDS[args.command](args, settings))
+    except CommandError as error:
+        return _fail(str(error), error.code)
+    except ValidationError as error:
+        return _fail(f"invalid settings: {_validation_summary(error)}", EXIT_USAGE)
+    except (DataError, InvalidReviewError, ConfigurationError) as error:
+        return _fail(str(error), EXIT_USAGE)
+    except (RedisUnavailableError, ResultsTimeoutError, SentiqError) as error:
+        return _fail(str(error), EXIT_FAILURE)
+    except RedisError as error:
+        return _fail(f"Redis error: {error}", EXIT_FAILURE)
+    except KeyboardInterrupt:
+        return _fail("interrupted", EXIT_INTERRUPTED)
+    except BrokenPipeError:
+        # The reader of stdout went away (e.g. `| head`): stop quietly, as other Unix tools do.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_FAILURE
+
+
+def _enqueue(args: argparse.Namespace, settings: Settings) -> int:
+    reviews = _read_checked(args.file, args.format, settings)
+    show_progress = not args.no_progress
+    with Client.from_settings(settings) as client:
+        with Progress(len(reviews), "enqueue", enabled=show_progress) as progress:
+            ids = client.submit(
+                [review.text for review in reviews],
+                [review.id for review in reviews],
+                on_enqueued=progress.update,
+            )
+        if not args.wait:
+            sys.stdout.writelines(f"{review_id}\n" for review_id in ids)
+            return EXIT_OK
+        with (
+            ResultWriter(args.output, args.output_format) as writer,
+            Progress(len(ids), "results", enabled=show_progress) as progress,
+        ):
+            for prediction in client.iter_results(ids, timeout=args.timeout):
+                writer.write(prediction)
+                progress.update(writer.count)
+    return EXIT_OK
+
+
+def _get(args: argparse.Namespace, settings: Settings) -> int:
+    ids: list[str] = list(dict.fromkeys(args.ids))
+    with Client.from_settings(settings) as client:
+        found = client.fetch(ids)
+    for review_id in ids:
+        if review_id in found:
+            sys.stdout.write(found[review_id].to_json() + "\n")
+    missing = [review_id for review_id in ids if review_id not in found]
+    if missing:
+        sys.stdout.flush()
+        raise CommandError(f"no result for {len(missing)} id(s): {', '.join(missing)}")
+    return EXIT_OK
+
+
+def _classify(args: argparse.Namespace, settings: Settings) -> int:
+    texts: list[str] = args.texts
+    with Client.from_settings(settings) as client:
+        predictions = client.classify(texts, timeout=args.timeout)
+    for prediction, text in zip(predictions, texts, strict=True):
+        if args.json:
+            sys.stdout.write(prediction.to_json() + "\n")
+        elif prediction.error is not None:
+            sys.stdout.write(f"error  {prediction.error}  {preview(text)}\n")
+        else:
+            sys.stdout.write(f"{prediction.label}  {prediction.score or 0.0:.3f}  {preview(text)}\n")
+    failed = sum(prediction.error is not None for prediction in predictions)
+    if failed:
+        raise CommandError(f"{failed} of {len(predictions)} review(s) could not be classified")
+    return EXIT_OK
+
+
+def _stream(args: argparse.Namespace, settings: Settings) -> int:
+    reviews = _read_checked(args.file, args.format, settings)
+    if args.limit is not None:
+        reviews = reviews[: args.limit]
+    has_labels = any(review.label is not None for review in reviews)
+    with Client.from_settings(settings) as client:
+        summary = stream_reviews(
+            client,
+            [review.text for review in reviews],
+            [review.label for review in reviews] if has_labels else None,
+            None if args.quiet else sys.stdout,
+            ids=[review.id for review in reviews],
+            timeout=args.timeout,
+        )
+    sys.stdout.write(summary.format() + "\n")
+    return EXIT_OK
+
+
+_COMMANDS = {"enqueue": _enqueue, "get": _get, "classify": _classify, "stream": _stream}
+
+
+def _read_checked(source: str, fmt: InputFormat | None, settings: Settings) -> list[InputReview]:
+    """Read a file's reviews and check each, naming the file's line of the first bad one."""
+    reviews = read_reviews(source, fmt)
+    name = "<stdin>" if source == STDIN else source
+    max_chars = settings.producer.max_review_chars
+    seen: dict[str, int] = {}
+    for review in reviews:
+        # A missing id is generated on submit; check the text with a stand-in valid id.
+        problem = review_problem(review.id if review.id is not None else "0", review.text, max_chars)
+        if problem is not None:
+            raise InvalidReviewError(f"{name} line {review.line}: {problem}")
+        if review.id is not None:
+            if review.id in seen:
+                raise InvalidReviewError(
+                    f"{name} line {review.line}: duplicate id {review.id!r} (first on line {seen[review.id]})"
+                )
+            seen[review.id] = review.line
+    return reviews
+
+
+def _add_format_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--format", choices=INPUT_FORMATS, help="input format (default: by extension; text for stdin)"
+    )
+
+
+def _add_timeout_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--timeout",
+        type=_positive_float,
+        metavar="SECONDS",
+        help="how long to wait for results (default: SENTIQ_PRODUCER_RESULT_TIMEOUT_S)",
+    )
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
+
+
+def _validation_summary(error: ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(str(part) for part in item['loc'])}: {item['msg']}" for item in error.errors()
+    )
+
+
+def _fail(message: str, code: int) -> int:
+    sys.stdout.flush()
+    sys.stderr.write(f"error: {message}\n")
+    return code
