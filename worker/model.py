@@ -146,7 +146,11 @@ class SentimentModel:
 
     def encode(self, text: str) -> list[int]:
         """Token ids of one review, cleaned and truncated as in training, with special tokens."""
-        ids = self.tokenizer(clean_review(text), add_special_tokens=False, truncation=False)["input_ids"]
+        # Tokenized whole on purpose (verbose=False silences the length warning): truncation
+        # happens below, head-only or head+tail, exactly as in training.
+        ids = self.tokenizer(clean_review(text), add_special_tokens=False, truncation=False, verbose=False)[
+            "input_ids"
+        ]
         budget = self.info.max_length - len(self._prefix) - len(self._suffix)
         truncated = truncate_token_ids(list(ids), budget, self.info.truncation)
         return self._prefix + truncated + self._suffix
