@@ -177,6 +177,8 @@ class Client(Closing):
             for job in jobs
         ]
         with self._redis_errors(), self.redis.pipeline(transaction=True) as pipe:
+            # A resubmitted id must not answer with the result of its previous submit.
+            self.store.forget([review.id for job in jobs for review in job], pipeline=pipe)
             self.queue.enqueue_many(job_datas, pipeline=pipe)
             pipe.execute()
 

@@ -17,6 +17,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from redis import Redis
+from redis.client import Pipeline
 
 from sentiq.contract import Prediction, result_key, stream_key
 
@@ -53,6 +54,12 @@ class ResultStore:
             if count:
                 pipe.execute()
         return count
+
+    def forget(self, ids: Sequence[str], pipeline: Pipeline | None = None) -> None:
+        """Delete the stored results of ``ids`` (queued on ``pipeline`` when given)."""
+        if ids:
+            target = pipeline if pipeline is not None else self.client
+            target.delete(*(result_key(self.prefix, review_id) for review_id in ids))
 
     def fetch(self, ids: Sequence[str]) -> dict[str, Prediction]:
         """The stored predictions of those ``ids`` that have one."""

@@ -73,6 +73,7 @@ def delete_namespace(client: Redis, namespace: str) -> None:
         keys.extend(key.decode() for key in client.scan_iter(match=pattern, count=1000))
     if keys:
         client.delete(*keys)
+    client.srem("rq:queues", f"rq:queue:{namespace}")
 
 
 @pytest.fixture(scope="session")

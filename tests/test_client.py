@@ -366,3 +366,12 @@ def test_unix_socket_url(settings: Settings, unix_socket_redis: str) -> None:
         with FakeWorker(client.settings):
             predictions = client.results(ids, timeout=10)
     assert [prediction.label for prediction in predictions] == ["negative", "positive"]
+
+
+def test_resubmitting_an_id_waits_for_the_new_result(settings: Settings, redis_client: Redis) -> None:
+    store = store_for(settings, redis_client)
+    store.publish([Prediction(id="again", label="negative", score=0.9, model="old-model")])
+    with Client.from_settings(settings) as client:
+        client.submit(["A second look at the same review."], ids=["again"])
+        with pytest.raises(ResultsTimeoutError, match="again"):
+            client.results(["again"], timeout=0.2)
