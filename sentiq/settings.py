@@ -95,17 +95,21 @@ class TrainSettings(BaseModel):
     test_data: str | None = Field(default=None, description="File evaluated once at the end.")
     base_model: str = Field(default=DEFAULT_BASE_MODEL, description="Hub id, local folder or 'bundled'.")
     output_dir: Path = Field(default=Path(DEFAULT_MODEL_DIR), description="Where the model folder goes.")
-    epochs: float = Field(default=3.0, gt=0)
-    learning_rate: float = Field(default=2e-5, gt=0)
+    epochs: float = Field(default=3.0, gt=0, description="Training epochs (fractions allowed).")
+    learning_rate: float = Field(default=2e-5, gt=0, description="Peak learning rate (linear decay).")
     batch_size: int = Field(default=32, gt=0, description="Train and eval batch size.")
     max_length: int = Field(default=300, gt=8, description="Token truncation length.")
     truncation: Literal["head", "head_tail"] = Field(
         default="head", description="head keeps the first tokens; head_tail keeps the first and last."
     )
     validation_fraction: float = Field(default=0.1, gt=0, lt=1, description="Held out from train data.")
-    max_train_samples: int | None = Field(default=None, gt=0)
-    max_eval_samples: int | None = Field(default=None, gt=0)
-    seed: int = 42
+    max_train_samples: int | None = Field(
+        default=None, gt=0, description="Use at most this many training rows (seeded sample)."
+    )
+    max_eval_samples: int | None = Field(
+        default=None, gt=0, description="Validate each epoch on at most this many held-out rows."
+    )
+    seed: int = Field(default=42, description="Seed for the split, sampling and training.")
 
 
 class Settings(BaseSettings):

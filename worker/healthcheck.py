@@ -9,8 +9,12 @@ from __future__ import annotations
 import sys
 import time
 
-from sentiq.settings import Settings, load_settings
-from worker.worker import idle_heartbeat_interval
+from sentiq.settings import Settings, WorkerSettings, load_settings
+
+
+def idle_heartbeat_interval(settings: WorkerSettings) -> int:
+    """Seconds between heartbeats (and ready-file touches) of an idle worker."""
+    return settings.heartbeat_ttl_s
 
 
 def is_ready(settings: Settings, now: float | None = None) -> tuple[bool, str]:

@@ -36,6 +36,7 @@ from rq.worker import WorkerStatus
 from sentiq.contract import CLASSIFY_TASK, JobPayload
 from sentiq.errors import ForbiddenTaskError, MalformedJobError
 from sentiq.settings import WorkerSettings
+from worker.healthcheck import idle_heartbeat_interval
 from worker.processing import Classifier
 
 log = logging.getLogger(__name__)
@@ -268,11 +269,6 @@ def _strip_callbacks(job: Job) -> list[str]:
     job._stopped_callback = None
     job.webhooks = []
     return named
-
-
-def idle_heartbeat_interval(settings: WorkerSettings) -> int:
-    """Seconds between heartbeats (and ready-file touches) of an idle worker."""
-    return settings.heartbeat_ttl_s
 
 
 def touch_ready_file(path: Path | None) -> None:
