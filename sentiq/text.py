@@ -1,11 +1,16 @@
 """Text preprocessing shared by training and the worker, so both see reviews the same way.
 
-Torch-free: it works on strings and lists of token ids.
+Torch-free: it works on strings and lists of token ids. A review becomes model input as
+``frame_token_ids(tokenizer(clean_review(text), add_special_tokens=False)["input_ids"], ...)``:
+cleaned, tokenized without special tokens, cut to the budget that ``max_length`` leaves, then
+framed by the tokenizer's own special tokens (see :func:`special_token_frame`).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 _LINE_BREAKS = re.compile(r"<\s*br\s*/?\s*>", re.IGNORECASE)
 _WHITESPACE = re.compile(r"\s+")
@@ -35,3 +40,33 @@ def truncate_token_ids(ids: list[int], budget: int, mode: str = "head") -> list[
     head = max(1, int(budget * HEAD_SHARE))
     tail = budget - head
     return ids[:head] + (ids[-tail:] if tail else [])
+
+
+#: Anything called like a Hugging Face tokenizer: ``tokenizer(text, add_special_tokens=...)``.
+TokenizerCall = Callable[..., Mapping[str, Any]]
+
+
+def special_token_frame(tokenizer: TokenizerCall) -> tuple[list[int], list[int]]:
+    """The special token ids a tokenizer puts before and after a single text ([CLS] / [SEP] for BERT).
+
+    Found by encoding a probe word with and without special tokens; raises ``ValueError`` when the
+    bare encoding does not occur inside the framed one.
+    """
+    probe = "sentiment"
+    bare = list(tokenizer(probe, add_special_tokens=False)["input_ids"])
+    framed = list(tokenizer(probe)["input_ids"])
+    for start in range(len(framed) - len(bare) + 1):
+        if framed[start : start + len(bare)] == bare:
+            return framed[:start], framed[start + len(bare) :]
+    raise ValueError("cannot tell where the tokenizer puts its special tokens")
+
+
+def frame_token_ids(
+    ids: Sequence[int], frame: tuple[Sequence[int], Sequence[int]], max_length: int, mode: str = "head"
+) -> list[int]:
+    """``ids`` (no special tokens) cut to fit ``max_length`` with the ``frame`` around them."""
+    prefix, suffix = frame
+    budget = max_length - len(prefix) - len(suffix)
+    if budget <= 0:
+        raise ValueError(f"max_length {max_length} leaves no room for text between the special tokens")
+    return [*prefix, *truncate_token_ids(list(ids), budget, mode), *suffix]
