@@ -1,0 +1,30 @@
+"""training.presets: preset values under explicit flags."""
+
+from __future__ import annotations
+
+import pytest
+
+from sentiq.errors import ConfigurationError
+from sentiq.settings import TrainSettings
+from training.presets import PRESETS, apply_preset
+
+
+def test_flags_given_override_the_preset() -> None:
+    merged = apply_preset("quick", {"epochs": 2.0, "max_length": None, "seed": 3})
+    assert merged["epochs"] == 2.0
+    assert merged["max_length"] == PRESETS["quick"]["max_length"]
+    assert merged["seed"] == 3
+
+
+def test_no_preset_passes_the_flags_through() -> None:
+    assert apply_preset(None, {"epochs": None}) == {"epochs": None}
+
+
+def test_unknown_preset() -> None:
+    with pytest.raises(ConfigurationError, match="unknown preset 'slow'"):
+        apply_preset("slow", {})
+
+
+def test_presets_are_valid_train_settings() -> None:
+    for values in PRESETS.values():
+        TrainSettings(**values)

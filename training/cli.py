@@ -1,0 +1,305 @@
+"""Command line of ``python -m training`` (also installed as ``sentiq-train``): ``train`` and ``evaluate``.
+
+Heavy libraries (torch, transformers, datasets) are imported only once a command runs, so
+``--help`` and argument errors answer at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from sentiq.errors import SentiqError
+from sentiq.settings import DEFAULT_BASE_MODEL, TrainSettings, load_settings
+from sentiq.text import TRUNCATION_MODES
+from training.model_folder import ExistingModel, should_train
+from training.presets import PRESETS, apply_preset
+from training.report import read_metrics
+from training.runtime import PRECISIONS
+
+log = logging.getLogger("training")
+
+EXIT_ERROR = 2
+_DEFAULTS = TrainSettings()
+_TRAIN_FLAGS = (
+    "data",
+    "test_data",
+    "base_model",
+    "output_dir",
+    "epochs",
+    "learning_rate",
+    "batch_size",
+    "max_length",
+    "truncation",
+    "validation_fraction",
+    "max_train_samples",
+    "max_eval_samples",
+    "seed",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``python -m training`` parser with its ``train`` and ``evaluate`` subcommands."""
+    parser = argparse.ArgumentParser(
+        prog="python -m training",
+        description="Fine-tune sentiq's sentiment model and score model folders.",
+        epilog=(
+            "examples:\n"
+            "  python -m training train --base-model bundled --preset quick   # ~5 min on 2 CPU cores\n"
+            "  python -m training train --data imdb_train.csv.gz --test-data imdb_test.csv.gz\n"
+            "  python -m training evaluate --model models/sentiq-tinybert --data reviews.csv --json\n\n"
+            "Every train option can also be set in the environment (SENTIQ_TRAIN_EPOCHS=1, ...) or .env;\n"
+            "flags win over the environment."
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{train,evaluate}")
+    add_train_parser(commands)
+    add_evaluate_parser(commands)
+    return parser
+
+
+def add_train_parser(commands: Any) -> None:
+    """Options of ``train``: each defaults to the environment's ``SENTIQ_TRAIN_*`` value."""
+    train = commands.add_parser(
+        "train",
+        help="fine-tune a base model on labelled reviews and write a model folder",
+        description=(
+            "Fine-tune a base model for positive/negative classification and write a model folder "
+            "(weights, tokenizer, metrics.json, training_curves.png, README.md) that workers serve."
+        ),
+        epilog=(
+            "Data files are CSV, JSONL or Parquet (.gz allowed) with columns review,sentiment "
+            "(positive/negative) or sentence,label (1/0). Without --data, the shipped sample of 3,000 "
+            "IMDB training reviews is used. A Hugging Face dataset name (e.g. imdb, or imdb:test) works "
+            "where the hub is reachable."
+        ),
+    )
+    data = train.add_argument_group("data")
+    data.add_argument(
+        "--data",
+        action="append",
+        metavar="PATH",
+        help="training file, folder of files or hub dataset; repeatable (default: the shipped IMDB sample)",
+    )
+    data.add_argument("--test-data", metavar="PATH", help="labelled file scored once after training")
+    data.add_argument(
+        "--validation-fraction",
+        type=float,
+        metavar="F",
+        help=f"share of the data held out for per-epoch validation (default {_DEFAULTS.validation_fraction})",
+    )
+    data.add_argument(
+        "--max-train-samples",
+        type=int,
+        metavar="N",
+        help="use at most N training reviews (seeded random choice)",
+    )
+    data.add_argument("--max-eval-samples", type=int, metavar="N", help="use at most N validation reviews")
+    model = train.add_argument_group("model")
+    model.add_argument(
+        "--base-model",
+        metavar="ID|PATH|bundled",
+        help=f"hub id, local model folder, or 'bundled' (offline MiniLM) (default {DEFAULT_BASE_MODEL})",
+    )
+    model.add_argument(
+        "--output-dir",
+        type=Path,
+        metavar="DIR",
+        help=f"model folder to write (default {_DEFAULTS.output_dir})",
+    )
+    model.add_argument(
+        "--max-length", type=int, metavar="N", help=f"tokens per review (default {_DEFAULTS.max_length})"
+    )
+    model.add_argument(
+        "--truncation",
+        choices=TRUNCATION_MODES,
+        help="head: a long review's first tokens; head_tail: its first quarter and last three quarters",
+    )
+    fit = train.add_argument_group("training")
+    fit.add_argument("--epochs", type=float, metavar="N", help=f"(default {_DEFAULTS.epochs:g})")
+    fit.add_argument(
+        "--learning-rate", type=float, metavar="LR", help=f"(default {_DEFAULTS.learning_rate:g})"
+    )
+    fit.add_argument(
+        "--batch-size",
+        type=int,
+        metavar="N",
+        help=f"train and eval batch size (default {_DEFAULTS.batch_size})",
+    )
+    fit.add_argument(
+        "--seed",
+        type=int,
+        help=f"seed of the split, sampling, head initialisation and shuffling (default {_DEFAULTS.seed})",
+    )
+    fit.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="auto",
+        help="auto: bf16 (else fp16) on a CUDA GPU, fp32 on CPU; bf16 on CPU uses autocast",
+    )
+    fit.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        help="quick: 2,000 reviews, 128 tokens, 1 epoch (~5 min on 2 CPU cores); flags given override it",
+    )
+    existing = train.add_mutually_exclusive_group()
+    existing.add_argument(
+        "--force", action="store_true", help="retrain and replace a model already in --output-dir"
+    )
+    existing.add_argument(
+        "--if-missing",
+        action="store_true",
+        help="do nothing (exit 0) when --output-dir already holds a model",
+    )
+
+
+def add_evaluate_parser(commands: Any) -> None:
+    """Options of ``evaluate``."""
+    evaluate = commands.add_parser(
+        "evaluate",
+        help="score a model folder on a labelled file",
+        description=(
+            "Score a model folder on labelled data (IMDB style review,sentiment or SST-2 style "
+            "sentence,label): accuracy, precision/recall/F1 of the positive class, confusion counts. "
+            "The folder's own max_length and truncation (metrics.json) are applied."
+        ),
+    )
+    evaluate.add_argument(
+        "--model",
+        type=Path,
+        metavar="DIR",
+        help="model folder (default: SENTIQ_MODEL_PATH or models/sentiq-tinybert)",
+    )
+    evaluate.add_argument(
+        "--data",
+        required=True,
+        metavar="PATH",
+        help="labelled file, folder of files or hub dataset (test split)",
+    )
+    evaluate.add_argument(
+        "--max-samples", type=int, metavar="N", help="score a seeded random subset of N reviews"
+    )
+    evaluate.add_argument(
+        "--batch-size",
+        type=int,
+        metavar="N",
+        help=f"reviews per forward pass (default {_DEFAULTS.batch_size})",
+    )
+    evaluate.add_argument(
+        "--seed", type=int, help=f"seed of the --max-samples subset (default {_DEFAULTS.seed})"
+    )
+    evaluate.add_argument("--precision", choices=PRECISIONS, default="auto", help="as for train")
+    evaluate.add_argument(
+        "--json",
+        action="store_true",
+        help="print exactly one JSON object on stdout (progress goes to stderr)",
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``python -m training``; returns the exit status (2 with ``error: ...`` on bad input)."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    try:
+        if args.command == "train":
+            return run_train(args)
+        return run_evaluate(args)
+    except SentiqError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_ERROR
+    except ValidationError as error:
+        print(f"error: invalid setting: {describe_validation_error(error)}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def run_train(args: argparse.Namespace) -> int:
+    """``train``: build the settings once (environment < preset < flags) and train."""
+    flags = {name: getattr(args, name) for name in _TRAIN_FLAGS}
+    settings = load_settings(train=apply_preset(args.preset, flags))
+    if args.force:
+        existing = ExistingModel.FORCE
+    elif args.if_missing:
+        existing = ExistingModel.IF_MISSING
+    else:
+        existing = ExistingModel.REFUSE
+    folder = settings.train.output_dir
+    # Checked before torch and transformers load, so --if-missing on an existing model answers at once.
+    if not should_train(folder, existing):
+        model_id = (read_metrics(folder) or {}).get("model_id", "no metrics.json")
+        print(f"model already exists at {folder} ({model_id}); not training")
+        return 0
+    from training.fit import train
+
+    outcome = train(settings.train, existing=existing, precision=args.precision, preset=args.preset)
+    metrics = outcome.metrics or {}
+    parts = [f"model {metrics['model_id']} written to {outcome.output_dir}"]
+    for split in ("validation", "test"):
+        if metrics.get(split):
+            parts.append(f"{split} accuracy {metrics[split]['accuracy']:.4f}")
+    parts.append(f"{metrics['wall_time_s'] / 60:.1f} min")
+    print("; ".join(parts))
+    return 0
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    """``evaluate``: score a model folder and print a summary or one JSON object."""
+    from training.evaluation import evaluate_model
+
+    settings = load_settings(train={"batch_size": args.batch_size, "seed": args.seed})
+    result = evaluate_model(
+        args.model or settings.model.path,
+        args.data,
+        max_samples=args.max_samples,
+        batch_size=settings.train.batch_size,
+        seed=settings.train.seed,
+        precision=args.precision,
+    )
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(format_result(result))
+    return 0
+
+
+def format_result(result: dict[str, Any]) -> str:
+    """Human-readable lines for an :func:`training.evaluation.evaluate_model` result."""
+    r = result
+    return "\n".join(
+        [
+            f"model      {r['model_id']} ({r['model']})",
+            f"data       {r['data']}: {r['samples']} reviews",
+            f"input      max_length {r['max_length']}, {r['truncation']} truncation",
+            f"accuracy   {r['accuracy']:.4f}",
+            f"positive   precision {r['precision']:.4f}  recall {r['recall']:.4f}  F1 {r['f1']:.4f}",
+            f"confusion  TP {r['true_positives']}  FP {r['false_positives']}  "
+            f"TN {r['true_negatives']}  FN {r['false_negatives']}",
+            f"speed      {r['reviews_per_second']} reviews/s on {r['device']} ({r['dtype']})",
+        ]
+    )
+
+
+def describe_validation_error(error: ValidationError) -> str:
+    """``--max-length (SENTIQ_TRAIN_MAX_LENGTH): Input should be greater than 8`` for each problem."""
+    problems = []
+    for problem in error.errors():
+        location = [str(part) for part in problem["loc"]]
+        if len(location) >= 2:
+            section, field = location[0], location[1]
+            name = f"--{field.replace('_', '-')} (SENTIQ_{section.upper()}_{field.upper()})"
+        else:
+            name = ".".join(location) or "settings"
+        problems.append(f"{name}: {problem['msg']}")
+    return "; ".join(problems)

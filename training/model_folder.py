@@ -1,0 +1,99 @@
+"""The output model folder: is there a model already, and putting a finished one in place.
+
+A run writes its model into a staging folder beside the output folder and moves it in only once
+everything (weights, tokenizer, metrics, curves, card) is written, so a failed or interrupted run
+never leaves a half-written model, and ``--force`` replaces the old model only after the new one
+is complete. Trainer checkpoints go to a scratch folder beside it that is always removed.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from enum import Enum
+from pathlib import Path
+
+from sentiq.errors import ConfigurationError
+
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
+CONFIG_FILE = "config.json"
+PUBLISHED_FILE_MODE = 0o644
+
+
+class ExistingModel(Enum):
+    """What to do when the output folder already holds a model."""
+
+    REFUSE = "refuse"
+    FORCE = "force"
+    IF_MISSING = "if_missing"
+
+
+def has_model(folder: Path) -> bool:
+    """True when ``folder`` holds a config and weights."""
+    return (folder / CONFIG_FILE).is_file() and any((folder / name).is_file() for name in WEIGHT_FILES)
+
+
+def should_train(folder: Path, existing: ExistingModel) -> bool:
+    """Whether to train into ``folder``: False only for ``IF_MISSING`` with a model already there.
+
+    Raises :class:`ConfigurationError` for an existing model without ``--force`` / ``--if-missing``,
+    and for a non-empty folder that is not a model folder (never replaced, even with ``--force``).
+    """
+    if folder.exists() and not folder.is_dir():
+        raise ConfigurationError(f"--output-dir {folder} is a file, not a folder")
+    if has_model(folder):
+        if existing is ExistingModel.IF_MISSING:
+            return False
+        if existing is ExistingModel.REFUSE:
+            raise ConfigurationError(
+                f"{folder} already holds a model; pass --force to retrain and replace it, "
+                "or --if-missing to keep it"
+            )
+        return True
+    if folder.is_dir() and any(folder.iterdir()):
+        raise ConfigurationError(
+            f"{folder} is not empty and holds no model; refusing to write a model into it "
+            "(choose another --output-dir or empty it)"
+        )
+    return True
+
+
+def scratch_folder(folder: Path, purpose: str) -> Path:
+    """A hidden sibling of ``folder`` for ``purpose`` (``staging``, ``checkpoints``)."""
+    return folder.parent / f".{folder.name}.{purpose}"
+
+
+@contextmanager
+def scratch(folder: Path, purpose: str) -> Iterator[Path]:
+    """A fresh scratch sibling of ``folder``, removed on exit whatever happens."""
+    path = scratch_folder(folder, purpose)
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def publish(staging: Path, folder: Path) -> None:
+    """Move the finished model from ``staging`` into ``folder``, replacing a model there.
+
+    The folder itself is kept when it exists (it may be a mounted volume); only its contents
+    are replaced.
+    """
+    if folder.exists():
+        if not folder.is_dir():
+            raise ConfigurationError(f"--output-dir {folder} is a file, not a folder")
+        for child in folder.iterdir():
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child)
+            else:
+                child.unlink()
+    else:
+        folder.mkdir(parents=True)
+    for child in staging.iterdir():
+        if child.is_file():
+            # Weights arrive as 0600 temp files; workers may run as another user.
+            child.chmod(PUBLISHED_FILE_MODE)
+        shutil.move(str(child), str(folder / child.name))
