@@ -141,9 +141,7 @@ def stream_key(prefix: str) -> str:
     return f"{prefix}:predictions"
 
 
-def validate_reviews(
-    texts: Sequence[str], ids: Sequence[str | None] | None, max_chars: int
-) -> list[Review]:
+def validate_reviews(texts: Sequence[str], ids: Sequence[str | None] | None, max_chars: int) -> list[Review]:
     """Pair texts with ids (generating missing ones) and check both, raising on the first problem."""
     if ids is not None and len(ids) != len(texts):
         raise InvalidReviewError(f"got {len(texts)} texts but {len(ids)} ids")

@@ -15,7 +15,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreT
 
 from sentiq.contract import LABELS, Label
 from sentiq.errors import ModelLoadError
-from sentiq.text import clean_review, truncate_token_ids
+from sentiq.text import clean_review, frame_token_ids, special_token_frame
 
 log = logging.getLogger(__name__)
 
@@ -59,17 +59,6 @@ def read_model_info(folder: Path, max_length_override: int = 0) -> ModelInfo:
     return ModelInfo(model_id=model_id, max_length=max_length, truncation=truncation)
 
 
-def special_token_frame(tokenizer: PreTrainedTokenizerBase) -> tuple[list[int], list[int]]:
-    """The special token ids a tokenizer puts before and after a single text ([CLS] / [SEP] for BERT)."""
-    probe = "sentiment"
-    bare = list(tokenizer(probe, add_special_tokens=False)["input_ids"])
-    framed = list(tokenizer(probe)["input_ids"])
-    for start in range(len(framed) - len(bare) + 1):
-        if framed[start : start + len(bare)] == bare:
-            return framed[:start], framed[start + len(bare) :]
-    raise ModelLoadError("cannot tell where the tokenizer puts its special tokens")
-
-
 class SentimentModel:
     """A sequence classifier with labels ``negative``/``positive`` and its tokenizer."""
 
@@ -91,7 +80,10 @@ class SentimentModel:
         self.dtype = dtype
         self.max_batch_size = max_batch_size
         self.max_batch_tokens = max_batch_tokens
-        self._prefix, self._suffix = special_token_frame(tokenizer)
+        try:
+            self._frame = special_token_frame(tokenizer)
+        except ValueError as error:
+            raise ModelLoadError(str(error)) from error
         config = cast(Any, model).config
         self.id2label: dict[int, Label] = {
             int(index): cast(Label, label) for index, label in config.id2label.items()
@@ -151,9 +143,7 @@ class SentimentModel:
         ids = self.tokenizer(clean_review(text), add_special_tokens=False, truncation=False, verbose=False)[
             "input_ids"
         ]
-        budget = self.info.max_length - len(self._prefix) - len(self._suffix)
-        truncated = truncate_token_ids(list(ids), budget, self.info.truncation)
-        return self._prefix + truncated + self._suffix
+        return frame_token_ids(ids, self._frame, self.info.max_length, self.info.truncation)
 
     def plan_batches(self, lengths: Sequence[int]) -> list[list[int]]:
         """Group row indices into forward passes: longest first, so each pass pads little.
