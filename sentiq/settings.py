@@ -110,6 +110,9 @@ class TrainSettings(BaseModel):
         default=None, gt=0, description="Validate each epoch on at most this many held-out rows."
     )
     seed: int = Field(default=42, description="Seed for the split, sampling and training.")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        default="auto", description="auto: bf16 (else fp16) on a CUDA GPU, fp32 on CPU."
+    )
 
 
 class Settings(BaseSettings):

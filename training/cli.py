@@ -42,6 +42,7 @@ _TRAIN_FLAGS = (
     "max_train_samples",
     "max_eval_samples",
     "seed",
+    "precision",
 )
 
 
@@ -142,8 +143,8 @@ def add_train_parser(commands: Any) -> None:
     fit.add_argument(
         "--precision",
         choices=PRECISIONS,
-        default="auto",
-        help="auto: bf16 (else fp16) on a CUDA GPU, fp32 on CPU; bf16 on CPU uses autocast",
+        help="auto: bf16 (else fp16) on a CUDA GPU, fp32 on CPU; bf16 on CPU uses autocast "
+        f"(default {_DEFAULTS.precision})",
     )
     fit.add_argument(
         "--preset",
@@ -243,7 +244,7 @@ def run_train(args: argparse.Namespace) -> int:
         return 0
     from training.fit import train
 
-    outcome = train(settings.train, existing=existing, precision=args.precision, preset=args.preset)
+    outcome = train(settings.train, existing=existing, precision=settings.train.precision, preset=args.preset)
     metrics = outcome.metrics or {}
     parts = [f"model {metrics['model_id']} written to {outcome.output_dir}"]
     for split in ("validation", "test"):
