@@ -94,11 +94,9 @@ class Workers:
                 SENTIQ_WORKER_LOG_LEVEL="WARNING",
                 OMP_NUM_THREADS=str(threads),
             )
-            self.processes.append(
-                subprocess.Popen(
-                    [sys.executable, "-m", "worker", "--name", f"demo-{os.getpid()}-{index}"], env=env
-                )
-            )
+            # Own sessions: Ctrl-C reaches only the demo, which stops the workers, then Redis.
+            command = [sys.executable, "-m", "worker", "--name", f"demo-{os.getpid()}-{index}"]
+            self.processes.append(subprocess.Popen(command, env=env, start_new_session=True))
         pids = ", ".join(str(process.pid) for process in self.processes)
         say(f"started {count} workers (pids {pids}), loading the model")
         deadline = time.monotonic() + WORKER_START_TIMEOUT_S

@@ -81,7 +81,11 @@ class EmbeddedRedis:
         ]  # fmt: skip
         if self.password:
             command += ["--requirepass", self.password]
-        self._process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # A session of its own: a terminal's Ctrl-C goes to the program that owns this server, which
+        # stops it after its clients, instead of killing it under them.
+        self._process = subprocess.Popen(
+            command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        )
         deadline = time.monotonic() + timeout_s
         client = Redis.from_url(self.url, socket_connect_timeout=1)
         try:
