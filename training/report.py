@@ -75,6 +75,17 @@ def plot_curves(folder: Path, metrics: dict[str, Any]) -> Path:
         color="tab:purple",
         label="F1 (positive)",
     )
+    scores = [
+        value
+        for row in history
+        for value in (row["validation"].get("accuracy"), row["validation"].get("f1"))
+        if value is not None
+    ]
+    if scores:
+        # Matplotlib would zoom into a 0.001-wide band around a single epoch's points.
+        accuracy_axes.set_ylim(max(0.0, min(scores) - 0.05), min(1.0, max(scores) + 0.05))
+    if len(epochs) == 1:
+        accuracy_axes.set_xlim(epochs[0] - 1, epochs[0] + 1)
     accuracy_axes.set_xlabel("epoch")
     accuracy_axes.set_title("Validation")
     accuracy_axes.legend()
