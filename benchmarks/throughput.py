@@ -18,8 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,6 +29,7 @@ import pandas as pd
 
 from sentiq.embedded_redis import EmbeddedRedis
 from sentiq.settings import load_settings
+from sentiq.worker_processes import WorkerProcesses
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = REPO_ROOT / "sentiq" / "data" / "imdb_test_sample.csv.gz"
@@ -82,42 +81,20 @@ def bench_in_process(model_dir: Path, texts: Sequence[str], dtype: str, batch_si
     return time.perf_counter() - started
 
 
-def bench_redis(
-    model_dir: Path, texts: Sequence[str], workers: int, redis_url: str, threads_per_worker: int
-) -> float:
-    """Seconds from submit to the last result, through Redis with ``workers`` worker processes."""
+def bench_redis(model_dir: Path, texts: Sequence[str], workers: int, redis_url: str) -> float:
+    """Seconds from submit to the last result, through Redis with ``workers`` worker processes.
+
+    Each worker gets an even share of the cores (as the demo's do).
+    """
     from producer import Client
 
     name = f"bench-{os.getpid()}-{workers}-{time.time_ns()}"
     settings = load_settings(
         redis={"url": redis_url}, queue={"name": name, "key_prefix": name}, model={"path": model_dir}
     )
-    folder = Path(tempfile.mkdtemp(prefix="sentiq-bench-"))
-    env = dict(os.environ)
-    env.update(
-        SENTIQ_REDIS_URL=redis_url,
-        SENTIQ_QUEUE_NAME=name,
-        SENTIQ_QUEUE_KEY_PREFIX=name,
-        SENTIQ_MODEL_PATH=str(model_dir),
-        OMP_NUM_THREADS=str(threads_per_worker),
-    )
-    processes: list[subprocess.Popen[bytes]] = []
+    pool = WorkerProcesses("bench", quiet=True)
     try:
-        for index in range(workers):
-            env["SENTIQ_WORKER_READY_FILE"] = str(folder / f"{index}.ready")
-            processes.append(
-                subprocess.Popen(
-                    [sys.executable, "-m", "worker", "--log-level", "WARNING"],
-                    cwd=REPO_ROOT,
-                    env=dict(env),
-                    stdout=subprocess.DEVNULL,
-                )
-            )
-        deadline = time.monotonic() + 180
-        while not all((folder / f"{index}.ready").exists() for index in range(workers)):
-            if any(process.poll() is not None for process in processes) or time.monotonic() > deadline:
-                raise RuntimeError("a benchmark worker did not start")
-            time.sleep(0.1)
+        pool.start(workers, settings)
         with Client.from_settings(settings) as client:
             started = time.perf_counter()
             ids = client.submit(texts)
@@ -126,14 +103,7 @@ def bench_redis(
             _delete_prefix(client, name)
         return elapsed
     finally:
-        for process in processes:
-            process.send_signal(signal.SIGTERM)
-        for process in processes:
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        pool.stop()
 
 
 def _delete_prefix(client: Any, name: str) -> None:
@@ -212,7 +182,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             threads = max(1, cores // count)
             label = f"redis, {count} worker(s) x {threads} thread(s)"
             print(f"running {label} ...", file=sys.stderr)
-            seconds[label] = bench_redis(model_dir, texts, count, url, threads)
+            seconds[label] = bench_redis(model_dir, texts, count, url)
     finally:
         if server is not None:
             server.stop()

@@ -16,12 +16,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import signal
 import subprocess
 import sys
-import tempfile
-import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import FrameType
@@ -30,9 +27,9 @@ from sentiq.embedded_redis import EmbeddedRedis
 from sentiq.errors import RedisUnavailableError, SentiqError
 from sentiq.redis_connection import connect, redact_url
 from sentiq.settings import Settings, load_settings
+from sentiq.worker_processes import WorkerProcesses
 
 SAMPLE = Path(__file__).resolve().parent / "data" / "imdb_test_sample.csv.gz"
-WORKER_START_TIMEOUT_S = 180
 
 
 def say(message: str) -> None:
@@ -73,60 +70,6 @@ def ensure_model(model_dir: Path) -> None:
         raise SentiqError("training the quick preset failed (see its output above)")
 
 
-class Workers:
-    """Worker subprocesses that are always stopped, by pid, when the demo ends."""
-
-    def __init__(self) -> None:
-        self.processes: list[subprocess.Popen[bytes]] = []
-        self.folder = Path(tempfile.mkdtemp(prefix="sentiq-demo-"))
-
-    def start(self, count: int, settings: Settings, redis_url: str) -> None:
-        """Start ``count`` workers and wait until each has its model loaded."""
-        threads = max(1, (os.cpu_count() or 1) // count)
-        for index in range(count):
-            env = dict(os.environ)
-            env.update(
-                SENTIQ_REDIS_URL=redis_url,
-                SENTIQ_QUEUE_NAME=settings.queue.name,
-                SENTIQ_QUEUE_KEY_PREFIX=settings.queue.key_prefix,
-                SENTIQ_MODEL_PATH=str(settings.model.path),
-                SENTIQ_WORKER_READY_FILE=str(self.ready_file(index)),
-                SENTIQ_WORKER_LOG_LEVEL="WARNING",
-                OMP_NUM_THREADS=str(threads),
-            )
-            # Own sessions: Ctrl-C reaches only the demo, which stops the workers, then Redis.
-            command = [sys.executable, "-m", "worker", "--name", f"demo-{os.getpid()}-{index}"]
-            self.processes.append(subprocess.Popen(command, env=env, start_new_session=True))
-        pids = ", ".join(str(process.pid) for process in self.processes)
-        say(f"started {count} workers (pids {pids}), loading the model")
-        deadline = time.monotonic() + WORKER_START_TIMEOUT_S
-        while not all(self.ready_file(index).exists() for index in range(count)):
-            if any(process.poll() is not None for process in self.processes):
-                raise SentiqError("a worker exited while loading the model (see its log above)")
-            if time.monotonic() > deadline:
-                raise SentiqError(f"workers not ready after {WORKER_START_TIMEOUT_S}s")
-            time.sleep(0.1)
-        say("workers ready")
-
-    def ready_file(self, index: int) -> Path:
-        return self.folder / f"worker-{index}.ready"
-
-    def stop(self) -> None:
-        """SIGTERM (each finishes its batch), then SIGKILL whatever is left after 30 s."""
-        for process in self.processes:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        for process in self.processes:
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        if self.processes:
-            say(f"stopped {len(self.processes)} workers")
-        self.processes.clear()
-
-
 def run(settings: Settings, *, workers: int, count: int) -> int:
     """Steps 1 to 5 of the module docstring; returns the exit code."""
     from producer import Client
@@ -135,12 +78,14 @@ def run(settings: Settings, *, workers: int, count: int) -> int:
 
     reviews = read_reviews(SAMPLE)[:count]
     ensure_model(settings.model.path)
-    pool = Workers()
+    pool = WorkerProcesses("demo")
     with redis_for_demo(settings) as redis_url:
+        settings = settings.model_copy(update={"redis": settings.redis.model_copy(update={"url": redis_url})})
         try:
-            pool.start(workers, settings, redis_url)
-            redis = settings.redis.model_copy(update={"url": redis_url})
-            with Client.from_settings(settings.model_copy(update={"redis": redis})) as client:
+            say(f"starting {workers} workers, loading the model")
+            pool.start(workers, settings)
+            say(f"workers ready (pids {', '.join(str(pid) for pid in pool.pids)})")
+            with Client.from_settings(settings) as client:
                 say(f"streaming {len(reviews)} IMDB test reviews through the queue")
                 summary = stream_reviews(
                     client,
@@ -150,7 +95,9 @@ def run(settings: Settings, *, workers: int, count: int) -> int:
                     timeout=600,
                 )
         finally:
-            pool.stop()
+            stopped = pool.stop()
+            if stopped:
+                say(f"stopped {stopped} workers")
     print("\nsummary\n" + summary.format(), flush=True)
     return 0
 

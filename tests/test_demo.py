@@ -34,7 +34,7 @@ def demo_env(tiny_model_dir: Path, redis_client: Redis) -> Iterator[dict[str, st
 def started_pids(stderr: str) -> list[int]:
     """The pids the demo says it started (its Redis and its workers)."""
     pids = [int(pid) for pid in re.findall(r"redis-server on \S+ \(pid (\d+)\)", stderr)]
-    for group in re.findall(r"workers \(pids ([\d, ]+)\)", stderr):
+    for group in re.findall(r"workers ready \(pids ([\d, ]+)\)", stderr):
         pids += [int(pid) for pid in group.split(", ")]
     return pids
 
