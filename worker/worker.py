@@ -105,13 +105,16 @@ class SentiqWorker(SimpleWorker):
             except (RedisConnectionError, RedisTimeoutError):
                 raise
             except Exception as error:
-                job_id = getattr(error, "job_id", None)
-                queue = getattr(error, "queue", None)
-                if job_id is None or queue is None:
-                    raise
-                self._fail_unreadable(job_id, queue, error)
+                self._fail_unreadable(error)
 
-    def _fail_unreadable(self, job_id: str, queue: Queue, error: Exception) -> None:
+    def _fail_unreadable(self, error: Exception) -> None:
+        """Fail the job that RQ dequeued but could not read; re-raise ``error`` if it names none.
+
+        RQ attaches ``job_id`` and ``queue`` to errors from fetching a dequeued job.
+        """
+        job_id, queue = getattr(error, "job_id", None), getattr(error, "queue", None)
+        if job_id is None or queue is None:
+            raise error
         message = f"unreadable job {job_id}: {type(error).__name__}: {error}"
         log.error("refused %s", message)
         with self.connection.pipeline() as pipe:
@@ -137,10 +140,7 @@ class SentiqWorker(SimpleWorker):
             except (RedisConnectionError, RedisTimeoutError):
                 raise
             except Exception as error:
-                job_id, bad_queue = getattr(error, "job_id", None), getattr(error, "queue", None)
-                if job_id is None or bad_queue is None:
-                    raise
-                self._fail_unreadable(job_id, bad_queue, error)
+                self._fail_unreadable(error)
                 continue
             if more is None:
                 break
