@@ -16,6 +16,7 @@ from typing import TextIO
 from producer.client import Client
 from sentiq.contract import Label, Prediction
 from sentiq.errors import InvalidReviewError
+from sentiq.text import clean_review
 
 PREVIEW_CHARS = 60
 
@@ -58,7 +59,7 @@ class StreamSummary:
 
 def preview(text: str, limit: int = PREVIEW_CHARS) -> str:
     """The start of ``text`` on one line, whitespace collapsed, cut at ``limit`` characters."""
-    flat = " ".join(text.replace("<br />", " ").split())
+    flat = clean_review(text)
     return flat if len(flat) <= limit else flat[: limit - 3].rstrip() + "..."
 
 
