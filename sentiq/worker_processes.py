@@ -23,6 +23,20 @@ START_TIMEOUT_S = 180
 STOP_TIMEOUT_S = 30
 
 
+def worker_environment(settings: Settings, ready_file: Path, threads: int) -> dict[str, str]:
+    """This process's environment plus what a worker needs to serve ``settings``' queue and model."""
+    env = dict(os.environ)
+    env.update(
+        SENTIQ_REDIS_URL=settings.redis.url,
+        SENTIQ_QUEUE_NAME=settings.queue.name,
+        SENTIQ_QUEUE_KEY_PREFIX=settings.queue.key_prefix,
+        SENTIQ_MODEL_PATH=str(settings.model.path),
+        SENTIQ_WORKER_READY_FILE=str(ready_file),
+        OMP_NUM_THREADS=str(threads),
+    )
+    return env
+
+
 class WorkerProcesses:
     """A group of worker subprocesses on one queue."""
 
@@ -42,16 +56,8 @@ class WorkerProcesses:
         """Start ``count`` workers serving ``settings``' Redis, queue and model; wait until all are ready."""
         threads = max(1, (os.cpu_count() or 1) // count)
         for index in range(count):
-            env = dict(os.environ)
-            env.update(
-                SENTIQ_REDIS_URL=settings.redis.url,
-                SENTIQ_QUEUE_NAME=settings.queue.name,
-                SENTIQ_QUEUE_KEY_PREFIX=settings.queue.key_prefix,
-                SENTIQ_MODEL_PATH=str(settings.model.path),
-                SENTIQ_WORKER_READY_FILE=str(self._ready_file(index)),
-                SENTIQ_WORKER_LOG_LEVEL=self.log_level,
-                OMP_NUM_THREADS=str(threads),
-            )
+            env = worker_environment(settings, self._ready_file(index), threads)
+            env["SENTIQ_WORKER_LOG_LEVEL"] = self.log_level
             command = [sys.executable, "-m", "worker", "--name", f"{self.name_prefix}-{os.getpid()}-{index}"]
             # Sessions of their own: a terminal's Ctrl-C reaches only the owner, which stops them.
             self.processes.append(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
 import subprocess
 import sys
@@ -12,26 +11,21 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from sentiq.settings import Settings
+from sentiq.worker_processes import worker_environment
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def worker_env(settings: Settings, ready_file: Path, **extra: str) -> dict[str, str]:
     """The environment a worker subprocess gets: the test's settings as SENTIQ_* variables."""
-    env = dict(os.environ)
+    # Two workers share two cores: one thread each avoids oversubscription.
+    env = worker_environment(settings, ready_file, threads=1)
     env.update(
         {
-            "SENTIQ_REDIS_URL": settings.redis.url,
-            "SENTIQ_QUEUE_NAME": settings.queue.name,
-            "SENTIQ_QUEUE_KEY_PREFIX": settings.queue.key_prefix,
-            "SENTIQ_MODEL_PATH": str(settings.model.path),
             "SENTIQ_WORKER_DEVICE": "cpu",
             "SENTIQ_WORKER_DTYPE": settings.worker.dtype,
             "SENTIQ_WORKER_HEARTBEAT_TTL_S": str(settings.worker.heartbeat_ttl_s),
             "SENTIQ_WORKER_MAINTENANCE_INTERVAL_S": str(settings.worker.maintenance_interval_s),
-            "SENTIQ_WORKER_READY_FILE": str(ready_file),
-            # Two workers share two cores: one thread each avoids oversubscription.
-            "OMP_NUM_THREADS": "1",
             "PYTHONUNBUFFERED": "1",
         }
     )
