@@ -41,8 +41,6 @@ TEXT_CHARS_PER_ROUND_TRIP = 16 * 1024 * 1024
 #: How long RQ keeps a finished job (its return value is a small summary; the reviews' results
 #: live in the result store).
 JOB_RESULT_TTL_S = 3_600
-#: How long RQ keeps a failed job in its failed-job registry, for inspection.
-JOB_FAILURE_TTL_S = 7 * 86_400
 #: How often a waiting client re-reads the stored results, in case the capped stream was trimmed
 #: past its cursor before it read the entries it waits for.
 REFETCH_INTERVAL_S = 5.0
@@ -161,15 +159,14 @@ class Client(Closing):
 
     def _write_jobs(self, jobs: Sequence[Sequence[Review]]) -> None:
         """Write ``jobs`` in one MULTI/EXEC round trip: all of them are queued, or none."""
-        producer = self.settings.producer
-        retry = Retry(max=producer.job_retries) if producer.job_retries > 0 else None
+        queue_settings = self.settings.queue
+        retry = Retry(max=queue_settings.job_retries) if queue_settings.job_retries > 0 else None
         job_datas = [
             Queue.prepare_data(
                 CLASSIFY_TASK,
                 args=(JobPayload.from_reviews(job).model_dump(),),
-                timeout=producer.job_timeout_s,
                 result_ttl=JOB_RESULT_TTL_S,
-                failure_ttl=JOB_FAILURE_TTL_S,
+                failure_ttl=queue_settings.failure_ttl_s,
                 # RQ's default description repeats every argument, i.e. all the review texts.
                 description=_job_description(job),
                 retry=retry,

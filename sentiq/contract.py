@@ -24,6 +24,9 @@ CONTRACT_VERSION: Literal[1] = 1
 CLASSIFY_TASK = "worker.tasks.classify_reviews"
 REVIEW_ID_MAX_LENGTH = 128
 REVIEW_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@/+=-]{0,127}$")
+#: Most reviews one job may carry. Producers pack fewer; a worker refuses a bigger job (every review
+#: with a valid id gets an error result) instead of letting it hold a worker for minutes.
+MAX_REVIEWS_PER_JOB = 1_000
 LABELS: tuple[str, str] = ("negative", "positive")
 Label = Literal["negative", "positive"]
 

@@ -25,8 +25,31 @@ class MalformedJobError(SentiqError):
     """Raised when a job found in Redis does not decode into the wire contract."""
 
 
+class UnreadableJobError(MalformedJobError):
+    """Raised when a job's record in Redis cannot be read at all (not a hash, no data, too large)."""
+
+    def __init__(self, job_id: str, reason: str) -> None:
+        self.job_id = job_id
+        self.reason = reason
+        super().__init__(f"unreadable job {job_id}: {reason}")
+
+
 class ForbiddenTaskError(SentiqError):
     """Raised when a job names any callable other than sentiq's own classify task."""
+
+
+class QueueFullError(SentiqError):
+    """Raised when the queue stayed at its maximum depth for the whole wait; nothing was enqueued."""
+
+    def __init__(self, queue: str, depth: int, limit: int, waited_s: float) -> None:
+        self.queue = queue
+        self.depth = depth
+        self.limit = limit
+        self.waited_s = waited_s
+        super().__init__(
+            f"queue {queue!r} is full: {depth} jobs waiting (limit {limit}) after waiting {waited_s:g}s; "
+            "nothing was enqueued, try again later or add workers"
+        )
 
 
 class ModelLoadError(SentiqError):

@@ -41,6 +41,16 @@ class QueueSettings(BaseModel):
     stream_maxlen: int = Field(
         default=100_000, gt=0, description="Approximate cap on the predictions stream's length."
     )
+    job_retries: int = Field(
+        default=3,
+        ge=0,
+        description="Retries of a job whose worker died; workers fill this in for jobs that lack it.",
+    )
+    failure_ttl_s: int = Field(
+        default=7 * 86_400,
+        gt=0,
+        description="How long a failed or refused job stays in RQ's failed registry, with its reason.",
+    )
 
 
 class ModelSettings(BaseModel):
@@ -83,8 +93,6 @@ class ProducerSettings(BaseModel):
 
     reviews_per_job: int = Field(default=32, gt=0, description="Most reviews packed into one job.")
     max_review_chars: int = Field(default=50_000, gt=0, description="Longer reviews are refused on submit.")
-    job_retries: int = Field(default=3, ge=0, description="Retries of a job whose worker died.")
-    job_timeout_s: int = Field(default=600, gt=0, description="RQ job timeout.")
     result_timeout_s: float = Field(default=60.0, gt=0, description="Default wait for results.")
 
 

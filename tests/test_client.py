@@ -30,6 +30,10 @@ def with_producer(settings: Settings, **fields: object) -> Settings:
     return settings.model_copy(update={"producer": settings.producer.model_copy(update=fields)})
 
 
+def with_queue(settings: Settings, **fields: object) -> Settings:
+    return settings.model_copy(update={"queue": settings.queue.model_copy(update=fields)})
+
+
 def with_redis(settings: Settings, **fields: object) -> Settings:
     return settings.model_copy(update={"redis": settings.redis.model_copy(update=fields)})
 
@@ -55,7 +59,7 @@ def client(settings: Settings) -> Iterator[Client]:
 
 
 def test_submit_writes_json_jobs_packed_by_reviews_per_job(settings: Settings, redis_client: Redis) -> None:
-    settings = with_producer(settings, reviews_per_job=3, job_retries=2, job_timeout_s=123)
+    settings = with_queue(with_producer(settings, reviews_per_job=3), job_retries=2, failure_ttl_s=321)
     ids = [f"review-{n}" for n in range(7)]
     with Client.from_settings(settings) as client:
         returned = client.submit([f"text {n}" for n in range(7)], ids)
@@ -73,7 +77,7 @@ def test_submit_writes_json_jobs_packed_by_reviews_per_job(settings: Settings, r
         # Nothing pickled anywhere in the job (pickle streams start with 0x80).
         assert not [field for field, value in job.items() if value.startswith(b"\x80")]
         assert int(job[b"retries_left"]) == 2
-        assert int(job[b"timeout"]) == 123
+        assert int(job[b"failure_ttl"]) == 321
         assert job[b"origin"].decode() == settings.queue.name
         # The description stays short rather than repeating every review text.
         assert len(job[b"description"]) < 200
@@ -81,7 +85,7 @@ def test_submit_writes_json_jobs_packed_by_reviews_per_job(settings: Settings, r
 
 
 def test_submit_without_retries_sets_none(settings: Settings, redis_client: Redis) -> None:
-    with Client.from_settings(with_producer(settings, job_retries=0)) as client:
+    with Client.from_settings(with_queue(settings, job_retries=0)) as client:
         client.submit(["just one"])
     (job,) = queued_jobs(redis_client, settings)
     assert b"retries_left" not in job
