@@ -51,9 +51,13 @@ def free_port() -> int:
 class EmbeddedRedis:
     """A ``redis-server`` child process on 127.0.0.1."""
 
-    def __init__(self, port: int | None = None, password: str | None = None) -> None:
+    def __init__(
+        self, port: int | None = None, password: str | None = None, *, appendonly: bool = False
+    ) -> None:
         self.port = port or free_port()
         self.password = password
+        #: With the append-only file on (fsync on every write), a killed server restarts with its data.
+        self.appendonly = appendonly
         self._folder = tempfile.TemporaryDirectory(prefix="sentiq-redis-")
         self._process: subprocess.Popen[bytes] | None = None
 
@@ -75,7 +79,8 @@ class EmbeddedRedis:
             "--port", str(self.port),
             "--bind", "127.0.0.1",
             "--save", "",
-            "--appendonly", "no",
+            "--appendonly", "yes" if self.appendonly else "no",
+            "--appendfsync", "always",
             "--dir", self._folder.name,
             "--logfile", str(Path(self._folder.name) / "redis.log"),
         ]  # fmt: skip
@@ -102,6 +107,13 @@ class EmbeddedRedis:
                     time.sleep(0.05)
         finally:
             client.close()
+
+    def kill(self) -> None:
+        """SIGKILL the server, as a crash would; its folder (and append-only file) stays for a restart."""
+        if self._process is not None and self._process.poll() is None:
+            self._process.kill()
+            self._process.wait(timeout=5)
+        self._process = None
 
     def stop(self) -> None:
         """Stop the server (SIGTERM, then SIGKILL) and remove its folder."""

@@ -9,6 +9,10 @@ Layout (``<prefix>`` is ``SENTIQ_QUEUE_KEY_PREFIX``, default ``sentiq``):
 
 The value is written before the stream entry, in one MULTI/EXEC transaction, so a reader that
 sees an id in the stream can always GET its result.
+
+Workers publish a job's results with :meth:`ResultStore.publish_once`: a Lua script marks the
+job's record and writes its results in one atomic step, so a job that RQ runs twice (its worker
+died after publishing, or a Redis outage outlasted its heartbeat) publishes its results once.
 """
 
 from __future__ import annotations
@@ -25,6 +29,22 @@ STREAM_FIELD_ID = "id"
 STREAM_FIELD_RESULT = "result"
 #: Stream id meaning "before any entry".
 STREAM_START = "0-0"
+
+# KEYS[1]: the guard (a job's hash), KEYS[2]: the stream. ARGV: guard field, marker, result TTL,
+# stream maxlen, result-key prefix, then (review id, result JSON) pairs. A guard that no longer
+# exists cannot be marked; its results are written all the same rather than lost.
+_PUBLISH_ONCE_LUA = """
+if redis.call('EXISTS', KEYS[1]) == 1 and redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 0 then
+  return -1
+end
+local written = 0
+for i = 6, #ARGV, 2 do
+  redis.call('SET', ARGV[5] .. ARGV[i], ARGV[i + 1], 'EX', ARGV[3])
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', 'id', ARGV[i], 'result', ARGV[i + 1])
+  written = written + 1
+end
+return written
+"""
 
 
 class ResultStore:
@@ -54,6 +74,28 @@ class ResultStore:
             if count:
                 pipe.execute()
         return count
+
+    def publish_once(
+        self, jobs: Sequence[tuple[str, Sequence[Prediction]]], guard_field: str, marker: str
+    ) -> list[int]:
+        """Publish each job's predictions unless its guard hash already carries ``guard_field``.
+
+        ``jobs`` pairs the key of a hash that identifies one run of work (a job's record) with the
+        predictions of that work. Each pair is one atomic script call, all in one round trip;
+        returns, per pair, how many predictions were written, or -1 when an earlier run had
+        already published them.
+        """
+        if not jobs:
+            return []
+        script = self.client.register_script(_PUBLISH_ONCE_LUA)
+        prefix = result_key(self.prefix, "")
+        with self.client.pipeline(transaction=False) as pipe:
+            for guard_key, predictions in jobs:
+                args: list[str | int] = [guard_field, marker, self.ttl_s, self.stream_maxlen, prefix]
+                for prediction in predictions:
+                    args.extend((prediction.id, prediction.to_json()))
+                script(keys=[guard_key, self.stream], args=args, client=pipe)
+            return [int(written) for written in pipe.execute()]
 
     def forget(self, ids: Sequence[str], pipeline: Pipeline | None = None) -> None:
         """Delete the stored results of ``ids`` (queued on ``pipeline`` when given)."""

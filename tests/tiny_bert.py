@@ -7,6 +7,7 @@ safetensors weights, tokenizer files), just with a few thousand parameters.
 from __future__ import annotations
 
 import collections
+import json
 import re
 from pathlib import Path
 
@@ -52,6 +53,10 @@ def build_tiny_base_model(folder: Path, texts: list[str], *, with_labels: bool =
     model = BertForSequenceClassification(config)
     model.save_pretrained(folder, safe_serialization=True)
     tokenizer.save_pretrained(folder)
+    if with_labels:
+        # What training records and a worker reads: a classifier folder is served at its trained length.
+        metrics = {"model_id": "tiny-bert-test", "max_length": 128, "truncation": "head"}
+        (folder / "metrics.json").write_text(json.dumps(metrics), encoding="utf-8")
     return folder
 
 

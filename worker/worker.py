@@ -2,46 +2,79 @@
 
 It subclasses RQ's :class:`~rq.SimpleWorker` because the model must load once per process and
 CUDA cannot be used in a forked child. RQ still does the bookkeeping (started, finished and
-failed registries, retries, abandoned-job clean-up, warm shutdown); sentiq replaces only how a
-job is executed:
+failed registries, retries, abandoned-job clean-up, warm shutdown); sentiq replaces how a job is
+executed and makes every path RQ takes safe:
 
-- it never imports or calls what a job names: a job must name :data:`CLASSIFY_TASK`, carry a
-  JSON payload and no callbacks, or it fails without running anything;
-- when the queue holds more jobs, it takes several at once (up to ``max_batch_size`` reviews,
-  for at most ``max_wait_ms``) and classifies their reviews in shared forward passes; a lone job
-  is never held back waiting for company.
+- every queue and registry uses :class:`~worker.rq_internals.SentiqJob`, so no path (dequeue,
+  gathering, registry clean-up, abandoned jobs, retries, failure handling) imports or calls what a
+  job names or fetches a URL it names; a job must name :data:`CLASSIFY_TASK`, carry a JSON payload
+  and no callbacks, or it is refused without running anything;
+- when the queue holds more jobs, it takes several at once (up to ``max_batch_size`` reviews, for
+  at most ``max_wait_ms``) and classifies their reviews in shared forward passes; a lone job is
+  never held back waiting for company;
+- job heartbeats run on a background thread, so a long forward pass never looks like a dead worker;
+- every review gets an answer: a label, or an error result when its job is refused, fails for the
+  last time, or is abandoned with no retries left; a job's results are published once, however
+  often RQ runs it;
+- Redis outages of any length are ridden out: each step waits with capped backoff until Redis
+  answers, a batch's results are kept and written when it is back, and no Redis error or
+  unreadable record ends the worker.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from types import TracebackType
+from typing import Any, TypeVar
 
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import OutOfMemoryError as RedisOutOfMemoryError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq import Queue, SimpleWorker
-from rq.exceptions import DeserializationError
+from rq.exceptions import AbandonedJobError, DeserializationError, NoSuchJobError, StopRequested
 from rq.executions import Execution
 from rq.job import Job
-from rq.registry import FailedJobRegistry
 from rq.serializers import JSONSerializer
 from rq.utils import now
 from rq.worker import WorkerStatus
 
-from sentiq.contract import CLASSIFY_TASK, JobPayload
-from sentiq.errors import ForbiddenTaskError, MalformedJobError
-from sentiq.settings import WorkerSettings
+from sentiq.contract import CLASSIFY_TASK, JobPayload, Prediction
+from sentiq.errors import ForbiddenTaskError, MalformedJobError, UnreadableJobError
+from sentiq.settings import QueueSettings, WorkerSettings
 from worker.healthcheck import idle_heartbeat_interval
-from worker.processing import Classifier
+from worker.heartbeats import HeartbeatThread
+from worker.processing import Classifier, error_result_id
+from worker.rq_internals import (
+    PUBLISHED_FIELD,
+    SentiqJob,
+    dequeued_job_error,
+    fill_missing_fields,
+    finalize_failure,
+    finalize_success,
+    intermediate_job_ids,
+    job_key,
+    record_unreadable,
+    safe_queue,
+    started_job_ids,
+)
 
 log = logging.getLogger(__name__)
 
-_CALLBACK_FIELDS = ("success_callback_name", "failure_callback_name", "stopped_callback_name", "webhooks")
+#: Longest wait between two attempts to reach Redis during an outage.
+REDIS_BACKOFF_CAP_S = 5.0
+#: Redis errors that mean "not now" rather than "never": the step is tried again until it works.
+TRANSIENT_REDIS_ERRORS = (RedisConnectionError, RedisTimeoutError, RedisOutOfMemoryError)
+#: Error results are written in chunks of this many, so one huge refused job never blocks Redis.
+ERROR_RESULTS_PER_WRITE = 1_000
+
+_T = TypeVar("_T")
+ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
 
 
 @dataclass
@@ -55,23 +88,31 @@ class _Admitted:
 class SentiqWorker(SimpleWorker):
     """An RQ worker that runs only sentiq's classify task, in batches, on a preloaded model."""
 
+    job_class = SentiqJob
+    # RQ's own dequeue loop backs off this far at most while Redis is away.
+    max_connection_wait_time = REDIS_BACKOFF_CAP_S
+
     def __init__(
         self,
         queues: Sequence[Queue],
         *,
         classifier: Classifier,
         settings: WorkerSettings,
+        queue_settings: QueueSettings | None = None,
         **kwargs: Any,
     ) -> None:
-        kwargs.setdefault("serializer", JSONSerializer)
+        # Not defaults: a sentiq worker reads JSON only and fetches every job through SentiqJob.
+        kwargs["serializer"] = JSONSerializer
+        kwargs["job_class"] = SentiqJob
         kwargs.setdefault("maintenance_interval", settings.maintenance_interval_s)
         # RQ blocks on the queue for worker_ttl - 15 s and heartbeats in between; tie it to the
         # heartbeat TTL so an idle worker also looks for abandoned jobs that often.
         kwargs.setdefault("worker_ttl", idle_heartbeat_interval(settings) + 15)
-        super().__init__(list(queues), **kwargs)
+        super().__init__([safe_queue(queue) for queue in queues], **kwargs)
         self.classifier = classifier
         self.settings = settings
-        self._last_job_heartbeat = 0.0
+        self.queue_settings = queue_settings or QueueSettings()
+        self.push_exc_handler(self._answer_abandoned)  # type: ignore[no-untyped-call]
 
     # -- liveness ---------------------------------------------------------------------------
 
@@ -80,48 +121,102 @@ class SentiqWorker(SimpleWorker):
         return self.settings.heartbeat_ttl_s
 
     def heartbeat(self, timeout: int | None = None, pipeline: Any = None) -> None:
-        """RQ's worker heartbeat, plus touching the ready file that container healthchecks read."""
-        super().heartbeat(timeout, pipeline)
+        """RQ's worker heartbeat, plus touching the ready file that container healthchecks read.
+
+        While Redis is away the heartbeat is skipped (and logged): the worker is alive and will
+        reconnect, so the ready file is still touched.
+        """
+        try:
+            super().heartbeat(timeout, pipeline)
+        except TRANSIENT_REDIS_ERRORS as error:
+            log.warning("worker heartbeat skipped, Redis unavailable: %s", error)
         touch_ready_file(self.settings.ready_file)
 
+    def set_state(self, state: str, pipeline: Any = None) -> None:
+        """RQ's state update, which must not end the worker while Redis is away."""
+        try:
+            super().set_state(state, pipeline)
+        except TRANSIENT_REDIS_ERRORS as error:
+            log.warning("worker state %r not recorded, Redis unavailable: %s", state, error)
+
+    def check_for_suspension(self, burst: bool) -> None:
+        """RQ's `rq suspend` check; a Redis outage is left to the dequeue's backoff."""
+        try:
+            super().check_for_suspension(burst)
+        except TRANSIENT_REDIS_ERRORS as error:
+            log.warning("suspension check skipped, Redis unavailable: %s", error)
+
     def teardown(self) -> None:
-        """Remove the ready file before RQ unregisters the worker."""
+        """Remove the ready file before RQ unregisters the worker (if Redis lets it)."""
         if self.settings.ready_file is not None:
             self.settings.ready_file.unlink(missing_ok=True)
-        super().teardown()  # type: ignore[no-untyped-call]
+        try:
+            super().teardown()  # type: ignore[no-untyped-call]
+        except TRANSIENT_REDIS_ERRORS as error:
+            log.warning("could not unregister the worker, Redis unavailable: %s", error)
+
+    # -- maintenance ------------------------------------------------------------------------
+
+    def run_maintenance_tasks(self) -> None:
+        """RQ's registry clean-up, after unreadable records are taken out of its way.
+
+        RQ's clean-up stops at the first record it cannot read, which would leave every abandoned
+        job behind it stranded; and no maintenance failure may end the worker.
+        """
+        try:
+            for queue in self.queues:
+                self._quarantine_unreadable(queue)
+            super().run_maintenance_tasks()  # type: ignore[no-untyped-call]
+        except TRANSIENT_REDIS_ERRORS as error:
+            log.warning("maintenance skipped, Redis unavailable: %s", error)
+            self.last_cleaned_at = now()  # type: ignore[assignment]
+        except Exception:
+            log.exception("maintenance pass failed; the worker carries on")
+            self.last_cleaned_at = now()  # type: ignore[assignment]
+
+    def _quarantine_unreadable(self, queue: Queue) -> None:
+        """Fail the unreadable jobs among the expired started ones and the intermediate list."""
+        candidates = dict.fromkeys(started_job_ids(queue, expired_only=True) + intermediate_job_ids(queue))
+        for job_id in candidates:
+            try:
+                SentiqJob.fetch(job_id, connection=self.connection, serializer=JSONSerializer)
+            except NoSuchJobError:
+                continue
+            except UnreadableJobError as error:
+                self._refuse_unreadable(job_id, queue, error.reason)
+
+    def _refuse_unreadable(self, job_id: str, queue: Queue, reason: str) -> None:
+        log.error("refused unreadable job %s: %s", job_id, reason)
+        record_unreadable(self.connection, job_id, queue, reason, self.queue_settings.failure_ttl_s)
 
     # -- dequeueing -------------------------------------------------------------------------
 
     def dequeue_job_and_maintain_ttl(
         self, timeout: int | None, max_idle_time: int | None = None
     ) -> tuple[Job, Queue] | None:
-        """RQ's dequeue, except that a job hash that cannot even be read fails alone.
+        """RQ's dequeue, except that a job that cannot be read fails alone and the worker goes on.
 
-        RQ would let the error end the worker's loop; one corrupt job must not stop a worker.
+        RQ would let the error end the worker's loop; one corrupt record must not stop a worker.
         """
         while True:
             try:
                 return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
-            except (RedisConnectionError, RedisTimeoutError):
+            except TRANSIENT_REDIS_ERRORS:
                 raise
             except Exception as error:
-                self._fail_unreadable(error)
+                self._handle_dequeue_error(error)
 
-    def _fail_unreadable(self, error: Exception) -> None:
-        """Fail the job that RQ dequeued but could not read; re-raise ``error`` if it names none.
-
-        RQ attaches ``job_id`` and ``queue`` to errors from fetching a dequeued job.
-        """
-        job_id, queue = getattr(error, "job_id", None), getattr(error, "queue", None)
-        if job_id is None or queue is None:
-            raise error
-        message = f"unreadable job {job_id}: {type(error).__name__}: {error}"
-        log.error("refused %s", message)
-        with self.connection.pipeline() as pipe:
-            pipe.lrem(queue.intermediate_queue_key, 1, job_id)
-            pipe.hset(f"rq:job:{job_id}", mapping={"status": "failed", "exc_info": message})
-            pipe.zadd(FailedJobRegistry(queue.name, connection=self.connection).key, {job_id: time.time()})
-            pipe.execute()
+    def _handle_dequeue_error(self, error: Exception) -> None:
+        named = dequeued_job_error(error)
+        if named is None:
+            log.exception("dequeue failed; trying again in 1 s")
+            time.sleep(1)
+            return
+        job_id, queue = named
+        reason = error.reason if isinstance(error, UnreadableJobError) else f"{type(error).__name__}: {error}"
+        self._until_redis_answers(
+            "refuse an unreadable job", lambda: self._refuse_unreadable(job_id, safe_queue(queue), reason)
+        )
 
     def _gather_more(self, first: Job, queue: Queue) -> list[tuple[Job, Queue]]:
         """Jobs already waiting in the queues, up to the batch size and the max wait."""
@@ -134,13 +229,14 @@ class SentiqWorker(SimpleWorker):
                     self._ordered_queues,
                     None,
                     connection=self.connection,
-                    job_class=self.job_class,
-                    serializer=self.serializer,
+                    job_class=SentiqJob,
+                    serializer=JSONSerializer,
                 )
-            except (RedisConnectionError, RedisTimeoutError):
-                raise
+            except TRANSIENT_REDIS_ERRORS as error:
+                log.warning("stopped gathering jobs, Redis unavailable: %s", error)
+                break
             except Exception as error:
-                self._fail_unreadable(error)
+                self._handle_dequeue_error(error)
                 continue
             if more is None:
                 break
@@ -151,15 +247,99 @@ class SentiqWorker(SimpleWorker):
     # -- execution --------------------------------------------------------------------------
 
     def execute_job(self, job: Job, queue: Queue) -> None:
-        """Run ``job`` together with whatever else is waiting, in shared forward passes."""
-        self._run_batch(self._gather_more(job, queue))
+        """Run ``job`` together with whatever else is waiting, in shared forward passes.
+
+        Nothing that happens to one batch ends the worker: an unexpected error is logged, and the
+        batch's jobs are left to RQ's abandoned-job recovery.
+        """
+        # Busy, so that a SIGTERM lets the batch finish instead of interrupting it.
+        self.set_state(WorkerStatus.BUSY)
+        try:
+            self._run_batch(self._gather_more(job, queue))
+        except (StopRequested, SystemExit, KeyboardInterrupt):
+            raise
+        except Exception:
+            log.exception(
+                "batch failed unexpectedly; its jobs will be recovered after their heartbeats expire"
+            )
         self.set_state(WorkerStatus.IDLE)
+
+    def _run_batch(self, batch: Sequence[tuple[Job, Queue]]) -> None:
+        admitted: list[_Admitted] = []
+        for job, queue in batch:
+            item = self._until_redis_answers("start a job", functools.partial(self._start, job, queue))
+            if item is not None:
+                admitted.append(item)
+        if not admitted:
+            return
+
+        started = time.perf_counter()
+        beat_interval = max(1.0, self.settings.heartbeat_ttl_s / 3)
+        with HeartbeatThread(lambda: self._beat(admitted), beat_interval):
+            try:
+                outcomes, stats = self.classifier.classify([(item.job.id, item.payload) for item in admitted])
+            except Exception:
+                exc_info = _exc_info()
+                log.exception("batch of %d job(s) failed", len(admitted))
+                self._fail_all(admitted, exc_info)
+                return
+            marker = f"{self.name}:{admitted[0].execution.id}"
+            try:
+                self._until_redis_answers(
+                    "publish results",
+                    lambda: self.classifier.store.publish_once(
+                        [
+                            (item.job.key, outcome.predictions)
+                            for item, outcome in zip(admitted, outcomes, strict=True)
+                        ],
+                        PUBLISHED_FIELD,
+                        marker,
+                    ),
+                )
+            except Exception:
+                exc_info = _exc_info()
+                log.exception("could not publish the results of %d job(s)", len(admitted))
+                self._fail_all(admitted, exc_info)
+                return
+            for item, outcome in zip(admitted, outcomes, strict=True):
+                self._until_redis_answers(
+                    "finish a job",
+                    functools.partial(
+                        finalize_success, self, item.job, item.queue, item.execution, outcome.summary
+                    ),
+                )
+        log.info(
+            "batch jobs=%d reviews=%d errors=%d passes=%d padded_len=%d padded_tokens=%d ms=%.1f",
+            len(admitted),
+            sum(len(outcome.predictions) for outcome in outcomes),
+            sum(1 for outcome in outcomes for p in outcome.predictions if p.error is not None),
+            stats.passes,
+            stats.max_padded_length,
+            stats.padded_tokens,
+            (time.perf_counter() - started) * 1000,
+        )
+
+    def _start(self, job: Job, queue: Queue) -> _Admitted | None:
+        """Admit ``job`` and record it as started, or refuse it; ``None`` when refused."""
+        execution = self.prepare_execution(job)
+        try:
+            # Admission comes first: RQ's own preparation already reads the job's function name.
+            payload = self._admit(job)
+        except (ForbiddenTaskError, MalformedJobError) as error:
+            self._refuse(job, queue, execution, error)
+            return None
+        filled = fill_missing_fields(
+            job, queue, self.queue_settings.job_retries, self.queue_settings.failure_ttl_s
+        )
+        if filled:
+            self.connection.hset(job.key, mapping=filled)
+        self.prepare_job_execution(job, remove_from_intermediate_queue=len(self.queues) == 1)
+        job.started_at = now()
+        return _Admitted(job, queue, execution, payload)
 
     def _admit(self, job: Job) -> JobPayload:
         """The job's payload, if it is a sentiq classify job; raises without running anything otherwise."""
-        named_callbacks = _strip_callbacks(job)
-        if named_callbacks:
-            self.connection.hdel(job.key, *_CALLBACK_FIELDS)
+        foreign = job.foreign_names if isinstance(job, SentiqJob) else []
         try:
             func_name = job.func_name
             args, kwargs = job.args, job.kwargs
@@ -172,103 +352,123 @@ class SentiqWorker(SimpleWorker):
             raise ForbiddenTaskError(
                 f"job {job.id} names {func_name!r}; sentiq workers only run {CLASSIFY_TASK!r}"
             )
-        if named_callbacks:
+        if foreign:
             raise ForbiddenTaskError(
-                f"job {job.id} names callbacks or webhooks ({', '.join(named_callbacks)}); "
-                "sentiq workers run none"
+                f"job {job.id} names callbacks or webhooks ({', '.join(foreign)}); sentiq workers run none"
             )
         return JobPayload.decode(args, kwargs)
 
-    def _run_batch(self, batch: Sequence[tuple[Job, Queue]]) -> None:
-        admitted: list[_Admitted] = []
-        for job, queue in batch:
-            execution = self.prepare_execution(job)
-            try:
-                # Admission comes first: RQ's own preparation already reads the job's function name.
-                payload = self._admit(job)
-            except (ForbiddenTaskError, MalformedJobError) as error:
-                # Retrying cannot fix a job that is wrong in itself.
-                job.retries_left = 0
-                job.started_at = now()
-                log.error("rejected job %s: %s", job.id, error)
-                queue.intermediate_queue.remove(job.id)
-                self._finalize_failure(job, queue, execution, sys.exc_info())
-                continue
-            self.prepare_job_execution(job, remove_from_intermediate_queue=len(self.queues) == 1)
-            job.started_at = now()
-            admitted.append(_Admitted(job, queue, execution, payload))
-        if not admitted:
-            return
+    def _refuse(self, job: Job, queue: Queue, execution: Execution, error: Exception) -> None:
+        """Fail a job that is wrong in itself: no retries, kept for the failure TTL with its reason."""
+        log.error("refused job %s: %s", job.id, error)
+        job.retries_left = 0
+        job.failure_ttl = self.queue_settings.failure_ttl_s
+        job.started_at = now()
+        queue.intermediate_queue.remove(job.id)
+        finalize_failure(self, job, queue, execution, (type(error), error, error.__traceback__))
 
-        started = time.perf_counter()
-        self._last_job_heartbeat = time.monotonic()
-        try:
-            outcomes, stats = self.classifier.classify(
-                [(item.job.id, item.payload) for item in admitted],
-                on_pass=lambda: self._keep_alive(admitted),
+    def _fail_all(self, admitted: Sequence[_Admitted], exc_info: ExcInfo) -> None:
+        """RQ's failure handling for each job: a retry at the front, or a final failure."""
+        for item in admitted:
+            self._until_redis_answers(
+                "record a failed job",
+                functools.partial(finalize_failure, self, item.job, item.queue, item.execution, exc_info),
             )
-            self.classifier.publish(outcomes)
-        except Exception:
-            exc_info = sys.exc_info()
-            log.exception("batch of %d job(s) failed", len(admitted))
-            message = f"worker error: {exc_info[1]!r}"
-            for item in admitted:
-                if not item.job.should_retry:
-                    self.classifier.publish_failure(item.job.id, item.payload, message)
-                self._finalize_failure(item.job, item.queue, item.execution, exc_info)
-            return
 
-        for item, outcome in zip(admitted, outcomes, strict=True):
-            self._finalize_success(item.job, item.queue, item.execution, outcome.summary)
-        log.info(
-            "batch jobs=%d reviews=%d errors=%d passes=%d padded_len=%d padded_tokens=%d ms=%.1f",
-            len(admitted),
-            sum(len(outcome.predictions) for outcome in outcomes),
-            sum(1 for outcome in outcomes for p in outcome.predictions if p.error is not None),
-            stats.passes,
-            stats.max_padded_length,
-            stats.padded_tokens,
-            (time.perf_counter() - started) * 1000,
-        )
-
-    def _keep_alive(self, admitted: Sequence[_Admitted]) -> None:
-        """Refresh the jobs' heartbeats during a long batch, so they are not taken for abandoned."""
-        if time.monotonic() - self._last_job_heartbeat < self.settings.heartbeat_ttl_s / 3:
-            return
-        self._last_job_heartbeat = time.monotonic()
+    def _beat(self, admitted: Sequence[_Admitted]) -> None:
         for item in admitted:
             self.maintain_heartbeats(item.job, item.execution)
+
+    # -- final answers ----------------------------------------------------------------------
+
+    def handle_job_failure(
+        self,
+        job: Job,
+        queue: Queue,
+        started_job_registry: Any = None,
+        exc_string: str = "",
+        execution: Execution | None = None,
+    ) -> None:
+        """RQ's failure handling, after a job that will not run again has answered every review."""
+        if not job.should_retry:
+            self._answer_with_errors(job, _reason(exc_string))
+        super().handle_job_failure(
+            job, queue, started_job_registry=started_job_registry, exc_string=exc_string, execution=execution
+        )
+
+    def _answer_abandoned(
+        self, job: Job, exc_type: type[BaseException], exc_value: BaseException, traceback: Any
+    ) -> bool:
+        """Exception handler: an abandoned job with no retries left answers every review."""
+        if issubclass(exc_type, AbandonedJobError) and not job.should_retry:
+            self._answer_with_errors(
+                job, "not classified: the worker running this review stopped and the job has no retries left"
+            )
+        return True
+
+    def _answer_with_errors(self, job: Job, message: str) -> None:
+        """Give every review of ``job`` an error result, unless the job's results were published."""
+        predictions = [
+            Prediction(
+                id=error_result_id(job.id, index, review_id), model=self.classifier.model_id, error=message
+            )
+            for index, review_id in _review_ids(job)
+        ]
+        store = self.classifier.store
+        first, rest = predictions[:ERROR_RESULTS_PER_WRITE], predictions[ERROR_RESULTS_PER_WRITE:]
+        (written,) = store.publish_once([(job_key(job.id), first)], PUBLISHED_FIELD, f"{self.name}:failed")
+        if written < 0:
+            return
+        for start in range(0, len(rest), ERROR_RESULTS_PER_WRITE):
+            store.publish(rest[start : start + ERROR_RESULTS_PER_WRITE])
+        log.warning("job %s: %d review(s) answered with an error: %s", job.id, len(predictions), message)
+
+    # -- Redis outages ----------------------------------------------------------------------
+
+    def _until_redis_answers(self, step: str, action: Callable[[], _T]) -> _T:
+        """Run ``action``, retrying with capped backoff for as long as Redis is unavailable."""
+        delay = 0.5
+        while True:
+            try:
+                return action()
+            except TRANSIENT_REDIS_ERRORS as error:
+                log.warning(
+                    "Redis unavailable while trying to %s (%s); retrying in %.1fs", step, error, delay
+                )
+                time.sleep(delay)
+                delay = min(delay * 2, REDIS_BACKOFF_CAP_S)
+
+
+def _exc_info() -> ExcInfo:
+    exc_type, exc_value, traceback = sys.exc_info()
+    assert exc_type is not None and exc_value is not None
+    return exc_type, exc_value, traceback
+
+
+def _reason(exc_string: str) -> str:
+    """A one-line reason for a review's error result, from RQ's formatted traceback."""
+    lines = [line.strip() for line in exc_string.strip().splitlines() if line.strip()]
+    return f"not classified: {lines[-1][:500]}" if lines else "not classified: the job failed"
 
 
 def _review_count(job: Job) -> int:
     """How many reviews a job carries, without trusting it (0 when it does not decode)."""
+    return len(_review_ids(job))
+
+
+def _review_ids(job: Job) -> list[tuple[int, object]]:
+    """(index, id) of each review a job carries, without trusting it (empty when it does not decode)."""
     try:
         args = job.args
         reviews = args[0].get("reviews") if args and isinstance(args[0], dict) else None
     except Exception:
-        return 0
-    return len(reviews) if isinstance(reviews, list) else 0
-
-
-def _strip_callbacks(job: Job) -> list[str]:
-    """Drop any callbacks and webhooks a job names, so RQ never imports or calls them."""
-    named = [
-        name
-        for name, value in (
-            ("on_success", job._success_callback_name),
-            ("on_failure", job._failure_callback_name),
-            ("on_stopped", job._stopped_callback_name),
-            ("webhooks", job.webhooks),
-        )
-        if value
+        return []
+    if not isinstance(reviews, list):
+        return []
+    return [
+        (index, review.get("id") if isinstance(review, dict) else None)
+        for index, review in enumerate(reviews)
     ]
-    job._success_callback_name = job._failure_callback_name = job._stopped_callback_name = None
-    # None, not UNEVALUATED: RQ then treats the callbacks as absent and never imports a name.
-    job._success_callback = None  # type: ignore[assignment]
-    job._failure_callback = None  # type: ignore[assignment]
-    job._stopped_callback = None
-    job.webhooks = []
-    return named
 
 
 def touch_ready_file(path: Path | None) -> None:

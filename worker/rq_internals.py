@@ -1,0 +1,271 @@
+"""Every RQ internal the sentiq worker relies on, in one module, pinned by ``tests/test_rq_internals.py``.
+
+RQ is pinned (``rq~=3.0.0``). The worker needs a few things RQ does not offer as public API: its
+key layout (to fail a job whose record cannot be read at all), two private finalizers (to finish
+jobs that ran together in one batch with RQ's own bookkeeping), the private enqueue used by retries
+(to put a retried job at the front), and the fields of a job hash. Nothing else in sentiq names a
+private RQ attribute; the pinning test fails as soon as a new RQ changes any of them.
+
+The other half of this module is :class:`SentiqJob`, the job class of every queue and registry a
+sentiq worker touches. RQ reaches jobs along many paths besides the dequeue (gathering, started and
+intermediate registry clean-up, abandoned jobs, retries, failure handling); on every one of them it
+fetches through the queue's job class, so that class is where "a worker never imports, calls or
+fetches anything a job names" is enforced: callbacks always read as absent, webhooks are never sent,
+the function a job names is never imported, repeats are ignored, and a record that cannot be read
+raises :class:`~sentiq.errors.UnreadableJobError` instead of RQ's various errors.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from redis import Redis
+from redis.client import Pipeline
+from rq import Queue
+from rq.exceptions import NoSuchJobError
+from rq.job import Job, JobStatus
+from rq.registry import FailedJobRegistry, StartedJobRegistry
+from rq.serializers import JSONSerializer
+from rq.utils import now, parse_composite_key, utcformat
+from rq.worker import BaseWorker
+
+from sentiq.contract import CLASSIFY_TASK, MAX_JOB_DATA_BYTES
+from sentiq.errors import ForbiddenTaskError, UnreadableJobError
+
+if TYPE_CHECKING:
+    from rq.executions import Execution
+
+#: The RQ release these internals were read from.
+PINNED_RQ_VERSION = "3.0.0"
+#: Where RQ lists every queue's key (a set); producers in other languages SADD to it.
+QUEUES_KEY = "rq:queues"
+#: Job-hash fields that name code or URLs. A sentiq worker never reads them as anything but text.
+FOREIGN_NAME_FIELDS = ("success_callback_name", "failure_callback_name", "stopped_callback_name", "webhooks")
+#: Job-hash field that marks a job's results as published (the execution that did it). Results of a
+#: job are published once, however often RQ runs the job (see ResultStore.publish_once).
+PUBLISHED_FIELD = "sentiq_published"
+
+# One round trip, without loading a record that is not a job hash or is too big to hold in memory.
+_READ_JOB_LUA = """
+local kind = redis.call('TYPE', KEYS[1])['ok']
+if kind == 'none' then return {'none'} end
+if kind ~= 'hash' then return {'type', kind} end
+local size = redis.call('HSTRLEN', KEYS[1], 'data')
+if size == 0 then return {'nodata'} end
+if size > tonumber(ARGV[1]) then return {'size', tostring(size)} end
+local fields = redis.call('HGETALL', KEYS[1])
+table.insert(fields, 1, 'ok')
+return fields
+"""
+
+
+def job_key(job_id: str) -> str:
+    """Redis key of a job's hash (``rq:job:<id>``)."""
+    return str(Job.key_for(job_id))
+
+
+def intermediate_queue_key(queue: Queue) -> str:
+    """The list a job sits in between the dequeue (LMOVE) and the started registry."""
+    return str(queue.intermediate_queue_key)
+
+
+class SentiqJob(Job):
+    """An RQ job that can never make a worker import, call or fetch what its hash names."""
+
+    #: The names a job's hash carried in :data:`FOREIGN_NAME_FIELDS` (set by ``restore``).
+    foreign_names: list[str]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.foreign_names = []
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def refresh(self) -> None:
+        """Read the job hash in one round trip, refusing records that are not readable jobs.
+
+        Raises :class:`NoSuchJobError` when there is no record, and
+        :class:`~sentiq.errors.UnreadableJobError` when it is not a hash, has no ``data``, has more
+        than :data:`~sentiq.contract.MAX_JOB_DATA_BYTES` of data, or does not parse.
+        """
+        reply = self.connection.register_script(_READ_JOB_LUA)(keys=[self.key], args=[MAX_JOB_DATA_BYTES])
+        verdict = _text(reply[0])
+        if verdict == "none":
+            raise NoSuchJobError(f"No such job: {self.key}")
+        if verdict == "type":
+            raise UnreadableJobError(self.id, f"{self.key} holds a Redis {_text(reply[1])}, not a job hash")
+        if verdict == "nodata":
+            raise UnreadableJobError(self.id, "the job hash has no 'data' field")
+        if verdict == "size":
+            raise UnreadableJobError(
+                self.id,
+                f"its data is {_text(reply[1])} bytes, more than the limit of {MAX_JOB_DATA_BYTES} "
+                "(sentiq.contract.MAX_JOB_DATA_BYTES); split the reviews into smaller jobs",
+            )
+        fields = reply[1:]
+        self.restore(dict(zip(fields[0::2], fields[1::2], strict=True)))
+
+    def restore(self, raw_data: Mapping[bytes, bytes]) -> Any:
+        """RQ's restore, then everything a job could name is dropped before anyone reads it."""
+        try:
+            result = super().restore(raw_data)
+        except NoSuchJobError as error:
+            raise UnreadableJobError(self.id, f"the job hash does not parse: {error}") from error
+        except Exception as error:
+            raise UnreadableJobError(
+                self.id, f"the job hash does not parse: {type(error).__name__}: {error}"
+            ) from error
+        self.foreign_names = [
+            name
+            for name, value in (
+                ("on_success", self._success_callback_name),
+                ("on_failure", self._failure_callback_name),
+                ("on_stopped", self._stopped_callback_name),
+                ("webhooks", self.webhooks),
+            )
+            if value
+        ]
+        self._success_callback_name = self._failure_callback_name = self._stopped_callback_name = None
+        self.webhooks = []
+        # Repeats would make RQ enqueue the job again and again after each success.
+        self.repeats_left = None
+        return result
+
+    # -- what a job names --------------------------------------------------------------------
+
+    @property
+    def func(self) -> Any:
+        """Never imported: sentiq runs its own classify code, and nothing else."""
+        raise ForbiddenTaskError(
+            f"job {self.id} names {self.func_name!r}; sentiq workers never import what a job names"
+            if self.func_name != CLASSIFY_TASK
+            else f"job {self.id}: sentiq workers classify in batches and never call the task function"
+        )
+
+    @property
+    def success_callback(self) -> None:
+        """Always absent, whatever the hash names."""
+        return None
+
+    @property
+    def failure_callback(self) -> None:
+        """Always absent, whatever the hash names."""
+        return None
+
+    @property
+    def stopped_callback(self) -> None:
+        """Always absent, whatever the hash names."""
+        return None
+
+    def send_webhooks(self, status: Any, *, exc_string: str | None = None) -> None:
+        """Never sends anything: a job cannot make a worker fetch a URL."""
+
+    # -- retries -----------------------------------------------------------------------------
+
+    def retry(self, queue: Queue, pipeline: Pipeline) -> None:
+        """Re-queue at the front, at once: a retried job was accepted long ago and must not wait
+        behind the whole backlog, and retry intervals would need a scheduler sentiq does not run."""
+        self.retries_left = max(0, (self.retries_left or 1) - 1)
+        queue._enqueue_job(self, pipeline=pipeline, at_front=True)
+
+
+def safe_queue(queue: Queue) -> Queue:
+    """The same queue, with :class:`SentiqJob` and the JSON serializer for it and its registries.
+
+    Whatever serializer the caller's queue had: RQ's default would unpickle job data during registry
+    clean-up, which is running code a job names.
+    """
+    return Queue(queue.name, connection=queue.connection, serializer=JSONSerializer, job_class=SentiqJob)
+
+
+def dequeued_job_error(error: Exception) -> tuple[str, Queue] | None:
+    """The job id and queue RQ attaches to an error from fetching a job it just dequeued."""
+    job_id, queue = getattr(error, "job_id", None), getattr(error, "queue", None)
+    if isinstance(job_id, str) and isinstance(queue, Queue):
+        return job_id, queue
+    return None
+
+
+def record_unreadable(connection: Redis, job_id: str, queue: Queue, reason: str, failure_ttl_s: int) -> None:
+    """Fail a job whose record cannot be read, visibly and for ``failure_ttl_s`` seconds.
+
+    It leaves the intermediate queue and the started registry, and enters the failed registry with
+    an expiry ``failure_ttl_s`` from now (RQ's score is the expiry time). A record that is not a hash
+    is replaced by a small failed-job hash carrying the reason; a hash keeps its fields, gains the
+    failed status and the reason, and expires with its registry entry.
+    """
+    key = job_key(job_id)
+    started = StartedJobRegistry(queue.name, connection=connection)
+    members: list[Any] = [
+        member
+        for member in connection.zrange(started.key, 0, -1)
+        if parse_composite_key(_text(member))[0] == job_id
+    ]
+    record: dict[Any, Any] = {
+        "status": JobStatus.FAILED.value,
+        "origin": queue.name,
+        "exc_info": f"refused by sentiq: {reason}",
+        "ended_at": utcformat(now()),
+    }
+    is_hash = _text(connection.type(key)) in ("hash", "none")
+    with connection.pipeline(transaction=True) as pipe:
+        pipe.lrem(intermediate_queue_key(queue), 0, job_id)
+        if members:
+            pipe.zrem(started.key, *members)
+        if not is_hash:
+            pipe.delete(key)
+        pipe.hset(key, mapping=record)
+        pipe.expire(key, failure_ttl_s)
+        pipe.zadd(
+            FailedJobRegistry(queue.name, connection=connection).key, {job_id: time.time() + failure_ttl_s}
+        )
+        pipe.execute()
+
+
+def started_job_ids(queue: Queue, expired_only: bool) -> list[str]:
+    """Ids in the queue's started registry (only those whose heartbeat expired, with ``expired_only``)."""
+    registry = StartedJobRegistry(queue.name, connection=queue.connection, job_class=SentiqJob)
+    ids = registry.get_expired_job_ids() if expired_only else registry.get_job_ids(cleanup=False)
+    return list(dict.fromkeys(str(job_id) for job_id in ids))
+
+
+def intermediate_job_ids(queue: Queue) -> list[str]:
+    """Ids in the queue's intermediate list (dequeued, not yet started)."""
+    return [_text(job_id) for job_id in queue.connection.lrange(intermediate_queue_key(queue), 0, -1)]
+
+
+def finalize_success(
+    worker: BaseWorker, job: Job, queue: Queue, execution: Execution, summary: object
+) -> None:
+    """RQ's own success bookkeeping for a job the worker ran itself (registries, result, status)."""
+    worker._finalize_success(job, queue, execution, summary)
+
+
+def finalize_failure(worker: BaseWorker, job: Job, queue: Queue, execution: Execution, exc_info: Any) -> None:
+    """RQ's own failure bookkeeping (retry at the front, or the failed registry) for such a job."""
+    worker._finalize_failure(job, queue, execution, exc_info)
+
+
+def fill_missing_fields(job: Job, queue: Queue, job_retries: int, failure_ttl_s: int) -> dict[Any, Any]:
+    """Defaults for the fields a job from another producer may lack; returns what was filled in.
+
+    Without ``retries_left`` a job whose worker dies would fail at once; without ``failure_ttl`` it
+    would stay failed for RQ's default of a year; without ``origin`` RQ could not re-queue it.
+    """
+    filled: dict[Any, Any] = {}
+    if job.retries_left is None and job_retries > 0:
+        job.retries_left = job_retries
+        filled["retries_left"] = str(job_retries)
+    if job.failure_ttl is None:
+        job.failure_ttl = failure_ttl_s
+        filled["failure_ttl"] = str(failure_ttl_s)
+    if not job.origin:
+        job.origin = queue.name
+        filled["origin"] = queue.name
+    return filled
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
