@@ -3,13 +3,26 @@
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from pathlib import Path
 
 import pytest
+from transformers import AutoTokenizer
 
 from sentiq.errors import ModelLoadError
 from worker.model import SentimentModel, read_model_info
+
+TRAINED_METRICS = {"model_id": "tiny@test", "max_length": 128, "truncation": "head"}
+
+
+def copy_model(source: Path, target: Path, metrics: object = TRAINED_METRICS) -> Path:
+    """A copy of ``source`` with ``metrics`` as its metrics.json (None: without one)."""
+    shutil.copytree(source, target)
+    (target / "metrics.json").unlink(missing_ok=True)
+    if metrics is not None:
+        (target / "metrics.json").write_text(json.dumps(metrics))
+    return target
 
 
 @pytest.fixture(scope="module")
@@ -79,13 +92,126 @@ def test_missing_folder_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_folder_without_sentiment_labels_is_refused(tmp_path: Path, tiny_base_model_dir: Path) -> None:
+    folder = copy_model(tiny_base_model_dir, tmp_path / "model")
     with pytest.raises(ModelLoadError, match="expected \\['negative', 'positive'\\]"):
-        SentimentModel.load(tiny_base_model_dir)
+        SentimentModel.load(folder)
 
 
 def test_corrupt_metrics_json_is_a_clear_error(tmp_path: Path, tiny_model_dir: Path) -> None:
     folder = tmp_path / "model"
     shutil.copytree(tiny_model_dir, folder)
     (folder / "metrics.json").write_text("{not json")
-    with pytest.raises(ModelLoadError, match=r"unreadable metrics\.json"):
+    with pytest.raises(ModelLoadError, match=r"metrics\.json: not valid JSON: JSONDecodeError"):
         SentimentModel.load(folder)
+
+
+def load_error(folder: Path, max_length: int = 0) -> str:
+    """The message of the ModelLoadError that loading ``folder`` raises: one line, no traceback."""
+    with pytest.raises(ModelLoadError) as raised:
+        SentimentModel.load(folder, max_length=max_length)
+    message = str(raised.value)
+    assert "\n" not in message and "Traceback" not in message
+    return message
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        ("[]", "config.json: holds a JSON list, expected an object"),
+        ('"bert"', "config.json: holds a JSON str, expected an object"),
+        ("{not json", "config.json: not valid JSON: JSONDecodeError: Expecting property name"),
+        ("", "config.json: not valid JSON: JSONDecodeError: Expecting value"),
+    ],
+)
+def test_config_that_is_not_a_json_object_is_refused(
+    tmp_path: Path, tiny_model_dir: Path, content: str, reason: str
+) -> None:
+    folder = copy_model(tiny_model_dir, tmp_path / "model")
+    (folder / "config.json").write_text(content)
+    assert reason in load_error(folder)
+
+
+@pytest.mark.parametrize("keep", [0.5, 0.0001])
+def test_truncated_weights_are_refused(tmp_path: Path, tiny_model_dir: Path, keep: float) -> None:
+    folder = copy_model(tiny_model_dir, tmp_path / "model")
+    weights = folder / "model.safetensors"
+    data = weights.read_bytes()
+    weights.write_bytes(data[: int(len(data) * keep)])
+    message = load_error(folder)
+    assert message.startswith(f"{weights}: unreadable weights, truncated or damaged (SafetensorError: ")
+    assert message.endswith("copy the model folder again")
+
+
+def test_folder_without_weights_is_refused(tmp_path: Path, tiny_model_dir: Path) -> None:
+    folder = copy_model(tiny_model_dir, tmp_path / "model")
+    (folder / "model.safetensors").unlink()
+    assert load_error(folder).startswith(f"{folder}: OSError: Error no file named model.safetensors")
+
+
+def test_folder_without_tokenizer_is_refused(tmp_path: Path, tiny_model_dir: Path) -> None:
+    # transformers would build an empty-vocabulary tokenizer here and every word would be [UNK].
+    folder = copy_model(tiny_model_dir, tmp_path / "model")
+    (folder / "tokenizer.json").unlink()
+    (folder / "tokenizer_config.json").unlink()
+    assert "no tokenizer (tokenizer.json or tokenizer_config.json)" in load_error(folder)
+
+
+def test_tokenizer_larger_than_the_embeddings_is_refused(tmp_path: Path, tiny_model_dir: Path) -> None:
+    folder = copy_model(tiny_model_dir, tmp_path / "model")
+    tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    size = len(tokenizer)
+    tokenizer.add_tokens(["zzyzx"])
+    tokenizer.save_pretrained(folder)
+    message = load_error(folder)
+    assert f"the tokenizer has {size + 1} tokens but the model only {size} (vocab_size)" in message
+
+
+def test_folder_without_metrics_json_needs_an_explicit_max_length(
+    tmp_path: Path, tiny_model_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    folder = copy_model(tiny_model_dir, tmp_path / "model", metrics=None)
+    message = load_error(folder)
+    assert (
+        "no metrics.json, so the max length and truncation this model was trained with are unknown" in message
+    )
+    assert "--max-length N (SENTIQ_WORKER_MAX_LENGTH)" in message
+    with caplog.at_level(logging.WARNING, logger="worker.model"):
+        loaded = SentimentModel.load(folder, max_length=64)
+    assert (loaded.info.max_length, loaded.info.truncation, loaded.info.model_id) == (64, "head", "model")
+    assert len(loaded.encode("word " * 500)) == 64
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("no metrics.json" in w and "head truncation assumed" in w for w in warnings)
+
+
+def test_max_length_beyond_the_model_positions_is_refused(tmp_path: Path, tiny_model_dir: Path) -> None:
+    message = load_error(tiny_model_dir, max_length=1024)
+    assert (
+        "max length 1024 is more than the 512 positions this model has (max_position_embeddings)" in message
+    )
+    folder = copy_model(tiny_model_dir, tmp_path / "model", metrics={**TRAINED_METRICS, "max_length": 600})
+    assert "max length 600 is more than the 512 positions" in load_error(folder)
+    assert SentimentModel.load(tiny_model_dir, max_length=512).info.max_length == 512
+
+
+def test_max_length_without_room_for_text_is_refused(tiny_model_dir: Path) -> None:
+    assert "max length 2 leaves no room for text between the 2 special tokens" in load_error(
+        tiny_model_dir, max_length=2
+    )
+
+
+@pytest.mark.parametrize(
+    ("metrics", "reason"),
+    [
+        ([1, 2], "metrics.json: holds a JSON list, expected an object"),
+        ({"model_id": "m"}, "no max_length recorded"),
+        ({**TRAINED_METRICS, "max_length": "128"}, "max_length must be a positive integer, got '128'"),
+        ({**TRAINED_METRICS, "max_length": 0}, "max_length must be a positive integer, got 0"),
+        ({**TRAINED_METRICS, "truncation": "tail"}, "unknown truncation 'tail', expected one of"),
+        ({**TRAINED_METRICS, "model_id": 7}, "model_id must be a string, got 7"),
+    ],
+)
+def test_implausible_metrics_json_is_refused(
+    tmp_path: Path, tiny_model_dir: Path, metrics: object, reason: str
+) -> None:
+    folder = copy_model(tiny_model_dir, tmp_path / "model", metrics=metrics)
+    assert reason in load_error(folder)

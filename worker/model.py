@@ -15,12 +15,20 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreT
 
 from sentiq.contract import LABELS, Label
 from sentiq.errors import ModelLoadError
-from sentiq.text import clean_review, frame_token_ids, special_token_frame
+from sentiq.text import TRUNCATION_MODES, clean_review, frame_token_ids, special_token_frame
 
 log = logging.getLogger(__name__)
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-_DEFAULT_MAX_LENGTH = 512
+#: What ``tokenizer.save_pretrained`` writes; without either, transformers quietly builds an
+#: empty-vocabulary tokenizer that maps every word to [UNK].
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
+#: A review any working model classifies: the warm-up input, and the check that tells a broken
+#: model from bad reviews after a failed pass.
+PROBE_TEXT = "A short warm-up review that was rather good."
+#: Failures that say the machine is short of memory, not that a review is bad: never blamed on a review.
+RESOURCE_ERRORS: tuple[type[BaseException], ...] = (MemoryError, torch.OutOfMemoryError)
+_MAX_REASON_CHARS = 300
 
 
 @dataclass(frozen=True)
@@ -43,20 +51,105 @@ class PassStats:
     milliseconds: float = 0.0
     lengths: list[int] = field(default_factory=list)
 
+    def add(self, other: PassStats) -> None:
+        """Count ``other``'s passes in these too."""
+        self.passes += other.passes
+        self.rows += other.rows
+        self.padded_tokens += other.padded_tokens
+        self.max_padded_length = max(self.max_padded_length, other.max_padded_length)
+        self.milliseconds += other.milliseconds
+        self.lengths.extend(other.lengths)
+
+
+def one_line(error: BaseException) -> str:
+    """``ExceptionClass: message`` on one line, at most a few hundred characters."""
+    message = " ".join(str(error).split())
+    if len(message) > _MAX_REASON_CHARS:
+        message = message[: _MAX_REASON_CHARS - 3] + "..."
+    return f"{type(error).__name__}: {message}" if message else type(error).__name__
+
 
 def read_model_info(folder: Path, max_length_override: int = 0) -> ModelInfo:
-    """Model id, max length and truncation from the folder's ``metrics.json`` (defaults without one)."""
-    metrics: dict[str, Any] = {}
+    """Model id, max length and truncation the folder's ``metrics.json`` recorded at training.
+
+    ``max_length_override`` (``SENTIQ_WORKER_MAX_LENGTH``) replaces the recorded max length. Raises
+    :class:`ModelLoadError` when ``metrics.json`` is unreadable or implausible, and when the folder
+    has none and no override is given: serving with another length than the model was trained
+    with would quietly change its answers.
+    """
     metrics_file = folder / "metrics.json"
-    if metrics_file.is_file():
+    if not metrics_file.is_file():
+        if not max_length_override:
+            raise ModelLoadError(
+                f"{folder}: no metrics.json, so the max length and truncation this model was trained "
+                "with are unknown; pass --max-length N (SENTIQ_WORKER_MAX_LENGTH) to serve it anyway"
+            )
+        log.warning(
+            "%s has no metrics.json: serving with max length %d as given and head truncation assumed; "
+            "answers differ from training if it used another length or head+tail truncation",
+            folder,
+            max_length_override,
+        )
+        return ModelInfo(model_id=folder.resolve().name, max_length=max_length_override, truncation="head")
+    metrics = _read_json_object(metrics_file)
+    model_id = metrics.get("model_id") or folder.resolve().name
+    recorded_length = metrics.get("max_length")
+    truncation = metrics.get("truncation") or "head"
+    if not isinstance(model_id, str):
+        raise ModelLoadError(f"{metrics_file}: model_id must be a string, got {model_id!r}")
+    if truncation not in TRUNCATION_MODES:
+        raise ModelLoadError(
+            f"{metrics_file}: unknown truncation {truncation!r}, expected one of {list(TRUNCATION_MODES)}"
+        )
+    if max_length_override:
+        return ModelInfo(model_id=model_id, max_length=max_length_override, truncation=truncation)
+    if recorded_length is None:
+        raise ModelLoadError(
+            f"{metrics_file}: no max_length recorded, so the length this model was trained with is "
+            "unknown; pass --max-length N (SENTIQ_WORKER_MAX_LENGTH) to serve it anyway"
+        )
+    if isinstance(recorded_length, bool) or not isinstance(recorded_length, int) or recorded_length <= 0:
+        raise ModelLoadError(
+            f"{metrics_file}: max_length must be a positive integer, got {recorded_length!r}"
+        )
+    return ModelInfo(model_id=model_id, max_length=recorded_length, truncation=truncation)
+
+
+def _read_json_object(path: Path) -> dict[str, Any]:
+    """A JSON file that must hold an object, or a :class:`ModelLoadError` saying why it does not."""
+    try:
+        loaded = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ModelLoadError(f"{path}: not valid JSON: {one_line(error)}") from error
+    if not isinstance(loaded, dict):
+        raise ModelLoadError(f"{path}: holds a JSON {type(loaded).__name__}, expected an object")
+    return loaded
+
+
+def _check_config(folder: Path) -> None:
+    """Raise a :class:`ModelLoadError` saying what is wrong when ``config.json`` is not a JSON object."""
+    config_file = folder / "config.json"
+    if not config_file.is_file():
+        raise ModelLoadError(
+            f"{folder}: not a model folder (no config.json); train one with "
+            "`python -m training train --output-dir DIR` or set SENTIQ_MODEL_PATH"
+        )
+    _read_json_object(config_file)
+
+
+def _check_weight_files(folder: Path) -> None:
+    """Open every safetensors file's header, so a truncated or damaged copy is named at start-up."""
+    from safetensors import safe_open
+
+    for path in sorted(folder.glob("*.safetensors")):
         try:
-            metrics = json.loads(metrics_file.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as error:
-            raise ModelLoadError(f"{metrics_file}: unreadable metrics.json: {error}") from error
-    model_id = str(metrics.get("model_id") or folder.resolve().name)
-    max_length = int(max_length_override or metrics.get("max_length") or _DEFAULT_MAX_LENGTH)
-    truncation = str(metrics.get("truncation") or "head")
-    return ModelInfo(model_id=model_id, max_length=max_length, truncation=truncation)
+            with safe_open(str(path), framework="pt"):
+                pass
+        except Exception as error:  # safetensors raises its own error type for every kind of damage
+            raise ModelLoadError(
+                f"{path}: unreadable weights, truncated or damaged ({one_line(error)}); "
+                "copy the model folder again"
+            ) from error
 
 
 class SentimentModel:
@@ -85,6 +178,18 @@ class SentimentModel:
         except ValueError as error:
             raise ModelLoadError(str(error)) from error
         config = cast(Any, model).config
+        frame_length = len(self._frame[0]) + len(self._frame[1])
+        if info.max_length <= frame_length:
+            raise ModelLoadError(
+                f"max length {info.max_length} leaves no room for text between the "
+                f"{frame_length} special tokens"
+            )
+        positions = getattr(config, "max_position_embeddings", None)
+        if isinstance(positions, int) and info.max_length > positions:
+            raise ModelLoadError(
+                f"max length {info.max_length} is more than the {positions} positions this model has "
+                "(max_position_embeddings); use at most that"
+            )
         self.id2label: dict[int, Label] = {
             int(index): cast(Label, label) for index, label in config.id2label.items()
         }
@@ -102,27 +207,42 @@ class SentimentModel:
     ) -> SentimentModel:
         """Load a model folder written by ``python -m training train`` onto ``device``.
 
-        Raises :class:`ModelLoadError` with the reason when the folder is missing, incomplete, or
-        its labels are not exactly ``negative`` and ``positive``.
+        Raises :class:`ModelLoadError` with a one-line reason when the folder is missing or
+        incomplete (no config, tokenizer or weights; an unreadable config, weights or
+        ``metrics.json``), when its labels are not exactly ``negative`` and ``positive``, and
+        when the max length is unknown (no ``metrics.json`` and no ``max_length``) or more than
+        the model's positions.
         """
         folder = Path(folder)
-        if not (folder / "config.json").is_file():
-            raise ModelLoadError(
-                f"{folder}: not a model folder (no config.json); train one with "
-                "`python -m training train --output-dir DIR` or set SENTIQ_MODEL_PATH"
-            )
+        _check_config(folder)
         info = read_model_info(folder, max_length)
+        if not any((folder / name).is_file() for name in _TOKENIZER_FILES):
+            raise ModelLoadError(
+                f"{folder}: no tokenizer ({' or '.join(_TOKENIZER_FILES)}); save it next to the weights "
+                "with tokenizer.save_pretrained(folder)"
+            )
+        _check_weight_files(folder)
         try:
-            tokenizer = AutoTokenizer.from_pretrained(str(folder))
+            tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+        except Exception as error:  # transformers raises many types for a bad tokenizer
+            raise ModelLoadError(f"{folder}: the tokenizer does not load: {one_line(error)}") from error
+        try:
             model = AutoModelForSequenceClassification.from_pretrained(
                 str(folder), dtype=_DTYPES[dtype], local_files_only=True
             )
-        except (OSError, ValueError) as error:
-            raise ModelLoadError(f"{folder}: cannot load model: {error}") from error
+        except Exception as error:  # transformers raises many types for a bad config or weights
+            raise ModelLoadError(f"{folder}: {one_line(error)}") from error
         labels = {str(label) for label in model.config.id2label.values()}
         if labels != set(LABELS):
             raise ModelLoadError(
                 f"{folder}: model labels are {sorted(labels)}, expected {list(LABELS)} in id2label"
+            )
+        vocab_size = getattr(model.config, "vocab_size", None)
+        if isinstance(vocab_size, int) and len(tokenizer) > vocab_size:
+            # Token ids past the embedding table would fail the forward pass of every review using them.
+            raise ModelLoadError(
+                f"{folder}: the tokenizer has {len(tokenizer)} tokens but the model only {vocab_size} "
+                "(vocab_size); the tokenizer does not belong to these weights"
             )
         model.to(device)
         model.eval()
@@ -204,5 +324,5 @@ class SentimentModel:
 
     def warm_up(self) -> float:
         """One forward pass to allocate buffers and pick kernels; returns its milliseconds."""
-        _, stats = self.predict(["A short warm-up review that was rather good."] * 2)
+        _, stats = self.predict([PROBE_TEXT] * 2)
         return stats.milliseconds
