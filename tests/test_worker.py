@@ -186,18 +186,20 @@ def test_a_failing_batch_with_retries_left_is_requeued(
     worker: SentiqWorker, queue: Queue, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls = {"n": 0}
-    real_predict = worker.classifier.model.predict
+    real_classify = worker.classifier.classify
 
+    # The whole first attempt fails (as when the device is lost), not one review: that is retried.
     def flaky(*args: object, **kwargs: object) -> object:
         calls["n"] += 1
         if calls["n"] == 1:
             raise RuntimeError("transient")
-        return real_predict(*args, **kwargs)  # type: ignore[arg-type]
+        return real_classify(*args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(worker.classifier.model, "predict", flaky)
+    monkeypatch.setattr(worker.classifier, "classify", flaky)
     job = queue.enqueue(CLASSIFY_TASK, payload("flaky", 2), retry=Retry(max=1))
     worker.work(burst=True)
     job.refresh()
+    assert calls["n"] == 2 and job.retries_left == 0
     assert job.get_status() == JobStatus.FINISHED
     assert all(p.ok for p in worker.classifier.store.fetch(["flaky-0", "flaky-1"]).values())
 
