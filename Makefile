@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.sentiq-installed
 
-.PHONY: setup test test-fast lint demo bench clean
+.PHONY: setup test test-fast lint demo bench chaos clean
 
 # Idempotent: re-runs only when pyproject.toml changed or the venv is missing.
 setup: $(STAMP)
@@ -35,6 +35,11 @@ demo: setup
 
 bench: setup
 	$(PY) -m benchmarks
+
+# Reviews through three workers while workers and Redis are killed; exits 1 if any review is lost
+# or answered twice. `$(PY) -m benchmarks.chaos --quick` is the CI-sized variant.
+chaos: setup
+	$(PY) -m benchmarks.chaos
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
