@@ -17,7 +17,9 @@ raises :class:`~sentiq.errors.UnreadableJobError` instead of RQ's various errors
 
 from __future__ import annotations
 
+import json
 import time
+import zlib
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -25,7 +27,7 @@ from redis import Redis
 from redis.client import Pipeline
 from rq import Queue
 from rq.exceptions import NoSuchJobError
-from rq.job import Job, JobStatus
+from rq.job import JOB_ID_PATTERN, Job, JobStatus
 from rq.registry import FailedJobRegistry, StartedJobRegistry
 from rq.serializers import JSONSerializer
 from rq.utils import now, parse_composite_key, utcformat
@@ -83,6 +85,21 @@ class SentiqJob(Job):
 
     # -- reading -----------------------------------------------------------------------------
 
+    @classmethod
+    def fetch(cls, id: str, connection: Redis | None = None, serializer: Any = None) -> SentiqJob:
+        """RQ's fetch, refusing an id outside RQ's job-id charset instead of silently cutting it.
+
+        RQ reads ``a:b`` as job ``a`` (execution ``b``), finds no such job and drops the queued
+        ``a:b`` without a trace; sentiq fails it visibly instead.
+        """
+        if not JOB_ID_PATTERN.fullmatch(id):
+            raise UnreadableJobError(
+                id, f"job id {id[:80]!r} has characters outside RQ's job-id charset (A-Z a-z 0-9 _ -)"
+            )
+        job = cls(id, connection=connection, serializer=serializer)
+        job.refresh()
+        return job
+
     def refresh(self) -> None:
         """Read the job hash in one round trip, refusing records that are not readable jobs.
 
@@ -114,8 +131,9 @@ class SentiqJob(Job):
         except NoSuchJobError as error:
             raise UnreadableJobError(self.id, f"the job hash does not parse: {error}") from error
         except Exception as error:
+            detail = str(error) or "a field such as timeout, created_at, status or retries_left is malformed"
             raise UnreadableJobError(
-                self.id, f"the job hash does not parse: {type(error).__name__}: {error}"
+                self.id, f"the job hash does not parse: {type(error).__name__}: {detail}"
             ) from error
         self.foreign_names = [
             name
@@ -222,6 +240,29 @@ def record_unreadable(connection: Redis, job_id: str, queue: Queue, reason: str,
             FailedJobRegistry(queue.name, connection=connection).key, {job_id: time.time() + failure_ttl_s}
         )
         pipe.execute()
+
+
+def raw_job_arguments(connection: Redis, job_id: str) -> object:
+    """The arguments a job record's ``data`` holds, read without RQ (``None`` when it has none).
+
+    For a record RQ cannot restore (a malformed field beside readable data), so that its reviews
+    can still be answered.
+    """
+    key = job_key(job_id)
+    if _text(connection.type(key)) != "hash" or connection.hstrlen(key, "data") > MAX_JOB_DATA_BYTES:
+        return None
+    raw = connection.hget(key, "data")
+    if not isinstance(raw, bytes):
+        return None
+    try:
+        data = zlib.decompress(raw)
+    except zlib.error:
+        data = raw
+    try:
+        decoded = json.loads(data)
+    except ValueError:
+        return None
+    return decoded[2] if isinstance(decoded, list) and len(decoded) == 4 else None
 
 
 def started_job_ids(queue: Queue, expired_only: bool) -> list[str]:

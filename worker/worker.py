@@ -59,6 +59,7 @@ from worker.rq_internals import (
     finalize_success,
     intermediate_job_ids,
     job_key,
+    raw_job_arguments,
     record_unreadable,
     safe_queue,
     started_job_ids,
@@ -187,6 +188,9 @@ class SentiqWorker(SimpleWorker):
 
     def _refuse_unreadable(self, job_id: str, queue: Queue, reason: str) -> None:
         log.error("refused unreadable job %s: %s", job_id, reason)
+        # Its reviews are answered when its data can be read at all, before the record is replaced.
+        review_ids = _review_ids_of_arguments(raw_job_arguments(self.connection, job_id))
+        self._answer_reviews(job_id, review_ids, f"not classified: job refused: {reason}")
         record_unreadable(self.connection, job_id, queue, reason, self.queue_settings.failure_ttl_s)
 
     # -- dequeueing -------------------------------------------------------------------------
@@ -328,6 +332,15 @@ class SentiqWorker(SimpleWorker):
         except (ForbiddenTaskError, MalformedJobError) as error:
             self._refuse(job, queue, execution, error)
             return None
+        except TRANSIENT_REDIS_ERRORS:
+            raise
+        except Exception as error:
+            # Whatever else a hostile payload makes decoding raise, the job is refused, not stranded.
+            malformed = MalformedJobError(
+                f"job {job.id}: payload does not decode: {type(error).__name__}: {error}"
+            )
+            self._refuse(job, queue, execution, malformed)
+            return None
         filled = fill_missing_fields(
             job, queue, self.queue_settings.job_retries, self.queue_settings.failure_ttl_s
         )
@@ -408,20 +421,24 @@ class SentiqWorker(SimpleWorker):
 
     def _answer_with_errors(self, job: Job, message: str) -> None:
         """Give every review of ``job`` an error result, unless the job's results were published."""
+        self._answer_reviews(job.id, _review_ids(job), message)
+
+    def _answer_reviews(self, job_id: str, review_ids: list[tuple[int, object]], message: str) -> None:
+        if not review_ids:
+            return
+        model_id = self.classifier.model_id
         predictions = [
-            Prediction(
-                id=error_result_id(job.id, index, review_id), model=self.classifier.model_id, error=message
-            )
-            for index, review_id in _review_ids(job)
+            Prediction(id=error_result_id(job_id, index, review_id), model=model_id, error=message)
+            for index, review_id in review_ids
         ]
         store = self.classifier.store
         first, rest = predictions[:ERROR_RESULTS_PER_WRITE], predictions[ERROR_RESULTS_PER_WRITE:]
-        (written,) = store.publish_once([(job_key(job.id), first)], PUBLISHED_FIELD, f"{self.name}:failed")
+        (written,) = store.publish_once([(job_key(job_id), first)], PUBLISHED_FIELD, f"{self.name}:failed")
         if written < 0:
             return
         for start in range(0, len(rest), ERROR_RESULTS_PER_WRITE):
             store.publish(rest[start : start + ERROR_RESULTS_PER_WRITE])
-        log.warning("job %s: %d review(s) answered with an error: %s", job.id, len(predictions), message)
+        log.warning("job %s: %d review(s) answered with an error: %s", job_id, len(predictions), message)
 
     # -- Redis outages ----------------------------------------------------------------------
 
@@ -460,9 +477,15 @@ def _review_ids(job: Job) -> list[tuple[int, object]]:
     """(index, id) of each review a job carries, without trusting it (empty when it does not decode)."""
     try:
         args = job.args
-        reviews = args[0].get("reviews") if args and isinstance(args[0], dict) else None
     except Exception:
         return []
+    return _review_ids_of_arguments(args)
+
+
+def _review_ids_of_arguments(args: object) -> list[tuple[int, object]]:
+    """(index, id) of each review in a job's positional arguments, whatever their shape."""
+    first = args[0] if isinstance(args, (list, tuple)) and args else None
+    reviews = first.get("reviews") if isinstance(first, dict) else None
     if not isinstance(reviews, list):
         return []
     return [
