@@ -10,6 +10,24 @@ The producer needs only redis, rq and pydantic: it never imports torch, transfor
 
 from producer.client import Client
 from sentiq.contract import Prediction
-from sentiq.errors import InvalidReviewError, RedisUnavailableError, ResultsTimeoutError
+from sentiq.errors import (
+    ConfigurationError,
+    InvalidRedisUrlError,
+    InvalidReviewError,
+    QueueFullError,
+    RedisFullError,
+    RedisUnavailableError,
+    ResultsTimeoutError,
+)
 
-__all__ = ["Client", "InvalidReviewError", "Prediction", "RedisUnavailableError", "ResultsTimeoutError"]
+__all__ = [
+    "Client",
+    "ConfigurationError",
+    "InvalidRedisUrlError",
+    "InvalidReviewError",
+    "Prediction",
+    "QueueFullError",
+    "RedisFullError",
+    "RedisUnavailableError",
+    "ResultsTimeoutError",
+]

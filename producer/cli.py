@@ -3,7 +3,11 @@
 Exit codes: 0 on success; 2 for usage and input errors (bad options, unreadable or malformed
 files, invalid reviews, invalid settings); 1 for everything that went wrong at run time
 (Redis unreachable, results that did not arrive in time, ids with no result, reviews that came
-back with an error from ``classify``). Errors are one ``error: ...`` line on stderr.
+back with an error from ``classify``, a queue still full after ``SENTIQ_PRODUCER_QUEUE_FULL_TIMEOUT_S``,
+a Redis out of memory). Errors are one ``error: ...`` line on stderr, and never show a password.
+
+Pass the Redis password in ``SENTIQ_REDIS_PASSWORD`` or ``SENTIQ_REDIS_PASSWORD_FILE`` rather than
+in ``--redis-url``: command lines are visible to every user of the host in ``ps``.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import sys
 from collections.abc import Sequence
 
 from pydantic import ValidationError
+from pydantic_settings import SettingsError
 from redis.exceptions import RedisError
 
 from producer.client import Client
@@ -30,12 +35,18 @@ from sentiq.errors import (
     ResultsTimeoutError,
     SentiqError,
 )
-from sentiq.settings import Settings, load_settings
+from sentiq.redis_connection import redact_secrets, url_has_password
+from sentiq.settings import Settings, describe_validation_error, load_settings
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+
+PASSWORD_ON_COMMAND_LINE = (
+    "warning: --redis-url carries a password, which every user of this host can read in `ps`; "
+    "set SENTIQ_REDIS_PASSWORD or SENTIQ_REDIS_PASSWORD_FILE instead and leave it out of the URL"
+)
 
 
 class CommandError(Exception):
@@ -53,7 +64,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Send reviews to sentiq's workers over Redis and read their sentiment predictions.",
         epilog="Settings come from SENTIQ_* environment variables (and .env); the options override them.",
     )
-    parser.add_argument("--redis-url", help="Redis URL (redis://, rediss://, unix://); env SENTIQ_REDIS_URL")
+    parser.add_argument(
+        "--redis-url",
+        help="Redis URL (redis://, rediss://, unix://); env SENTIQ_REDIS_URL. Keep the password out of "
+        "it (visible in `ps`): use SENTIQ_REDIS_PASSWORD or SENTIQ_REDIS_PASSWORD_FILE",
+    )
     parser.add_argument("--queue", help="RQ queue name; env SENTIQ_QUEUE_NAME")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -120,19 +135,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "enqueue" and args.output and not args.wait:
         parser.error("--output needs --wait")
+    if args.redis_url and url_has_password(args.redis_url):
+        sys.stderr.write(PASSWORD_ON_COMMAND_LINE + "\n")
+    settings: Settings | None = None
     try:
         settings = load_settings(redis={"url": args.redis_url}, queue={"name": args.queue})
         return int(_COMMANDS[args.command](args, settings))
     except CommandError as error:
         return _fail(str(error), error.code)
     except ValidationError as error:
-        return _fail(f"invalid settings: {_validation_summary(error)}", EXIT_USAGE)
+        return _fail(describe_validation_error(error), EXIT_USAGE)
+    except SettingsError as error:
+        # A SENTIQ_* value that does not even parse (e.g. a list that is not JSON).
+        return _fail(f"invalid settings: {error}", EXIT_USAGE)
     except (DataError, InvalidReviewError, ConfigurationError) as error:
         return _fail(str(error), EXIT_USAGE)
     except (RedisUnavailableError, ResultsTimeoutError, SentiqError) as error:
         return _fail(str(error), EXIT_FAILURE)
     except RedisError as error:
-        return _fail(f"Redis error: {error}", EXIT_FAILURE)
+        reason = str(error) if settings is None else redact_secrets(str(error), settings.redis)
+        return _fail(f"Redis error: {type(error).__name__}: {reason}", EXIT_FAILURE)
     except KeyboardInterrupt:
         return _fail("interrupted", EXIT_INTERRUPTED)
     except BrokenPipeError:
@@ -270,12 +292,6 @@ def _positive_float(text: str) -> float:
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be positive, got {text}")
     return value
-
-
-def _validation_summary(error: ValidationError) -> str:
-    return "; ".join(
-        f"{'.'.join(str(part) for part in item['loc'])}: {item['msg']}" for item in error.errors()
-    )
 
 
 def _fail(message: str, code: int) -> int:

@@ -13,11 +13,12 @@ import re
 import time
 import uuid
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from sentiq.errors import InvalidReviewError, MalformedJobError
+from sentiq.text import clean_review
 
 CONTRACT_VERSION: Literal[1] = 1
 #: The one callable a sentiq worker runs. Named by string so the producer never imports the worker.
@@ -27,6 +28,9 @@ REVIEW_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@/+=-]{0,127}$")
 #: Most reviews one job may carry. Producers pack fewer; a worker refuses a bigger job (every review
 #: with a valid id gets an error result) instead of letting it hold a worker for minutes.
 MAX_REVIEWS_PER_JOB = 1_000
+#: Most bytes of a job's serialized ``data`` field. A worker refuses a bigger job without reading it
+#: (it cannot answer its reviews one by one without loading it); producers split jobs to stay below.
+MAX_JOB_DATA_BYTES = 16 * 1024 * 1024
 LABELS: tuple[str, str] = ("negative", "positive")
 Label = Literal["negative", "positive"]
 
@@ -40,6 +44,10 @@ def review_problem(review_id: object, text: object, max_chars: int) -> str | Non
     """Why a review cannot be classified, or ``None`` when it can.
 
     The producer raises on a problem; the worker turns it into an error result for that review.
+    Text must be a string that is valid Unicode (encodable as UTF-8: no lone surrogates, which
+    tokenizers cannot take), not empty once cleaned with :func:`~sentiq.text.clean_review` (so
+    ``"<br /><br />"`` is empty), and at most ``max_chars`` characters long. This runs on every
+    review a worker receives, so each check is at most one pass over the text.
     """
     if not isinstance(review_id, str):
         return f"review id must be a string, got {type(review_id).__name__}"
@@ -50,10 +58,22 @@ def review_problem(review_id: object, text: object, max_chars: int) -> str | Non
         )
     if not isinstance(text, str):
         return f"review text must be a string, got {type(text).__name__}"
-    if not text.strip():
-        return "review text is empty"
     if len(text) > max_chars:
         return f"review text has {len(text)} characters, more than the limit of {max_chars}"
+    stripped = text.lstrip()
+    if not stripped:
+        return "review text is empty"
+    # Only HTML line breaks can make non-blank text empty after cleaning, so text that does not
+    # start with one cannot be: that keeps the regexes off the hot path.
+    if stripped[0] == "<" and not clean_review(stripped):
+        return "review text is empty (nothing but <br /> line breaks and whitespace)"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        return (
+            f"review text is not valid Unicode: {error.reason} {text[error.start]!r} "
+            f"at character {error.start}"
+        )
     return None
 
 
@@ -76,7 +96,7 @@ class JobPayload(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     v: Literal[1] = CONTRACT_VERSION
-    reviews: list[dict[str, Any]] = Field(min_length=1)
+    reviews: list[dict[str, Any]] = Field(min_length=1, max_length=MAX_REVIEWS_PER_JOB)
 
     @field_validator("reviews")
     @classmethod
@@ -93,11 +113,21 @@ class JobPayload(BaseModel):
 
     @classmethod
     def decode(cls, args: Sequence[Any], kwargs: Mapping[str, Any]) -> JobPayload:
-        """Decode an RQ job's arguments, wrapping any failure in :class:`MalformedJobError`."""
+        """Decode an RQ job's arguments, wrapping any failure in :class:`MalformedJobError`.
+
+        A payload of more than :data:`MAX_REVIEWS_PER_JOB` reviews is refused before any review
+        is looked at, with a reason naming the count and the limit.
+        """
         if kwargs or len(args) != 1 or not isinstance(args[0], dict):
             raise MalformedJobError(
                 f"a classify job takes exactly one JSON object argument, got args={_preview(args)} "
                 f"kwargs={_preview(kwargs)}"
+            )
+        reviews = args[0].get("reviews")
+        if isinstance(reviews, list) and len(reviews) > MAX_REVIEWS_PER_JOB:
+            raise MalformedJobError(
+                f"a classify job carries {len(reviews)} reviews, more than the limit of "
+                f"{MAX_REVIEWS_PER_JOB} per job; split it into smaller jobs"
             )
         try:
             return cls.model_validate(args[0])
@@ -144,8 +174,12 @@ def stream_key(prefix: str) -> str:
     return f"{prefix}:predictions"
 
 
-def validate_reviews(texts: Sequence[str], ids: Sequence[str | None] | None, max_chars: int) -> list[Review]:
-    """Pair texts with ids (generating missing ones) and check both, raising on the first problem."""
+def validate_reviews(texts: Sequence[object], ids: Sequence[object] | None, max_chars: int) -> list[Review]:
+    """Pair texts with ids (generating missing ones) and check both, raising on the first problem.
+
+    Items of any type are accepted so that a wrong one gets an :class:`InvalidReviewError`
+    naming its index and type.
+    """
     if ids is not None and len(ids) != len(texts):
         raise InvalidReviewError(f"got {len(texts)} texts but {len(ids)} ids")
     reviews: list[Review] = []
@@ -156,10 +190,12 @@ def validate_reviews(texts: Sequence[str], ids: Sequence[str | None] | None, max
         problem = review_problem(review_id, text, max_chars)
         if problem is not None:
             raise InvalidReviewError(f"review #{index}: {problem}")
-        if review_id in seen:
-            raise InvalidReviewError(f"review #{index}: duplicate id {review_id!r} in one submit")
-        seen.add(review_id)
-        reviews.append(Review(id=review_id, text=text))
+        # review_problem accepted both, so both are strings.
+        valid_id, valid_text = cast(str, review_id), cast(str, text)
+        if valid_id in seen:
+            raise InvalidReviewError(f"review #{index}: duplicate id {valid_id!r} in one submit")
+        seen.add(valid_id)
+        reviews.append(Review(id=valid_id, text=valid_text))
     return reviews
 
 

@@ -13,8 +13,38 @@ class ConfigurationError(SentiqError):
     """Raised when a setting or command-line option cannot work as given."""
 
 
+class InvalidRedisUrlError(ConfigurationError, ValueError):
+    """Raised when a Redis URL is not a usable ``redis://``, ``rediss://`` or ``unix://`` URL.
+
+    Its message never contains the URL's password.
+    """
+
+
 class RedisUnavailableError(SentiqError):
-    """Raised when the configured Redis cannot be reached."""
+    """Raised when the configured Redis cannot be reached.
+
+    Every enqueue is one MULTI/EXEC transaction, so a submit that raised this wrote either all of
+    the round trip it was in or none of it: resubmitting the same ids is safe.
+    """
+
+
+class RedisFullError(SentiqError):
+    """Raised when Redis refused an enqueue because it reached ``maxmemory`` (``OOM command not allowed``).
+
+    The refused round trip was one MULTI/EXEC transaction, so none of it was enqueued;
+    ``enqueued_ids`` lists the reviews that earlier round trips of the same submit did enqueue
+    (empty for most submits, which fit in one round trip).
+    """
+
+    def __init__(self, queue: str, detail: str, enqueued_ids: Sequence[str] = ()) -> None:
+        self.queue = queue
+        self.detail = detail
+        self.enqueued_ids = list(enqueued_ids)
+        super().__init__(
+            f"Redis is out of memory and refused to enqueue on queue {queue!r} ({detail}); "
+            f"{_enqueued_note(self.enqueued_ids)}; free memory, raise maxmemory or add workers, "
+            "then submit again"
+        )
 
 
 class InvalidReviewError(SentiqError, ValueError):
@@ -39,16 +69,24 @@ class ForbiddenTaskError(SentiqError):
 
 
 class QueueFullError(SentiqError):
-    """Raised when the queue stayed at its maximum depth for the whole wait; nothing was enqueued."""
+    """Raised when the queue stayed at its maximum depth for the whole wait.
 
-    def __init__(self, queue: str, depth: int, limit: int, waited_s: float) -> None:
+    Nothing of the refused round trip was enqueued; ``enqueued_ids`` lists the reviews that
+    earlier round trips of the same submit did enqueue (a big submit fills the room left in the
+    queue before it waits), so a caller can resubmit exactly the rest.
+    """
+
+    def __init__(
+        self, queue: str, depth: int, limit: int, waited_s: float, enqueued_ids: Sequence[str] = ()
+    ) -> None:
         self.queue = queue
         self.depth = depth
         self.limit = limit
         self.waited_s = waited_s
+        self.enqueued_ids = list(enqueued_ids)
         super().__init__(
             f"queue {queue!r} is full: {depth} jobs waiting (limit {limit}) after waiting {waited_s:g}s; "
-            "nothing was enqueued, try again later or add workers"
+            f"{_enqueued_note(self.enqueued_ids)}; try again later or add workers"
         )
 
 
@@ -72,3 +110,9 @@ class ResultsTimeoutError(SentiqError, TimeoutError):
         self.timeout_s = timeout_s
         shown = ", ".join(self.missing[:20]) + (" ..." if len(self.missing) > 20 else "")
         super().__init__(f"{len(self.missing)} result(s) missing after {timeout_s:g}s: {shown}")
+
+
+def _enqueued_note(enqueued_ids: Sequence[str]) -> str:
+    if not enqueued_ids:
+        return "nothing was enqueued"
+    return f"the first {len(enqueued_ids)} review(s) of this submit were enqueued, the rest were not"

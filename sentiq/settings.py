@@ -11,11 +11,15 @@ field: ``SENTIQ_REDIS_URL`` sets ``redis.url``, ``SENTIQ_WORKER_MAX_BATCH_SIZE``
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from sentiq.contract import MAX_REVIEWS_PER_JOB
 
 DEFAULT_BASE_MODEL = "huawei-noah/TinyBERT_General_4L_312D"
 BUNDLED_BASE_MODEL = "bundled"
@@ -23,13 +27,88 @@ DEFAULT_MODEL_DIR = "models/sentiq-tinybert"
 
 
 class RedisSettings(BaseModel):
-    """Where the queue and the result store live."""
+    """Where the queue and the result store live.
+
+    The password may sit in the URL (``redis://:pw@host``, ``redis://user:pw@host`` or
+    ``?password=pw``), but a URL on a command line is visible to every user of the host in
+    ``ps``: prefer ``SENTIQ_REDIS_PASSWORD`` or ``SENTIQ_REDIS_PASSWORD_FILE``. When several are
+    given, :func:`~sentiq.redis_connection.connect` uses the file, else the variable, else the URL.
+    """
+
+    # A ValidationError's text would otherwise repeat the rejected value: a URL with its password.
+    model_config = ConfigDict(hide_input_in_errors=True)
 
     url: str = Field(
         default="redis://127.0.0.1:6379/0",
         description="Redis URL: redis://, rediss:// (TLS) or unix://, with password or ACL user.",
     )
+    password: SecretStr | None = Field(
+        default=None,
+        description="Redis password (wins over one in the URL; a username may stay in the URL). "
+        "Never printed.",
+    )
+    password_file: Path | None = Field(
+        default=None,
+        description="File holding the Redis password (e.g. a Docker secret); wins over "
+        "SENTIQ_REDIS_PASSWORD and the URL.",
+    )
     socket_timeout_s: float = Field(default=10.0, gt=0, description="Socket timeout for Redis commands.")
+    allow_eviction: bool = Field(
+        default=False,
+        description="Accept a Redis whose maxmemory-policy can evict keys (queued jobs, results): "
+        "workers refuse to start on one otherwise, clients warn.",
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _usable_url(cls, url: str) -> str:
+        problem = redis_url_problem(url)
+        if problem is not None:
+            raise ValueError(problem)
+        return url
+
+    @field_validator("password", mode="before")
+    @classmethod
+    def _empty_password_is_none(cls, value: object) -> object:
+        # .env.example carries an empty SENTIQ_REDIS_PASSWORD= line: empty means "no password".
+        if value == "" or (isinstance(value, SecretStr) and not value.get_secret_value()):
+            return None
+        return value
+
+    @field_validator("password_file", mode="before")
+    @classmethod
+    def _empty_path_is_none(cls, value: object) -> object:
+        return None if value == "" else value
+
+
+#: The URL schemes redis-py (and so sentiq) can connect with.
+REDIS_URL_SCHEMES = ("redis", "rediss", "unix")
+
+
+def redis_url_problem(url: str) -> str | None:
+    """Why ``url`` is not a usable Redis URL, or ``None``; the reason never repeats the URL's secrets."""
+    scheme, sep, _rest = url.partition("://")
+    if not sep:
+        return "the Redis URL must start with redis://, rediss:// or unix://"
+    if scheme.lower() not in REDIS_URL_SCHEMES:
+        shown = repr(scheme) if re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]{0,20}", scheme) else "its scheme"
+        return f"the Redis URL must start with redis://, rediss:// or unix://, not {shown}"
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        # urllib's message quotes the bad port, which may be a mistyped password.
+        return "the Redis URL is malformed (an invalid host or port)"
+    if parts.scheme.lower() == "unix":
+        return None if parts.path else "a unix:// Redis URL needs a socket path, e.g. unix:///run/redis.sock"
+    if not parts.hostname:
+        return "the Redis URL names no host, e.g. redis://127.0.0.1:6379/0"
+    if port == 0:
+        return "the Redis URL's port must be 1-65535"
+    database = parts.path.strip("/")
+    if database and not database.isdigit():
+        return "the Redis URL's path must be a database number, e.g. redis://host:6379/0"
+    return None
 
 
 class QueueSettings(BaseModel):
@@ -91,9 +170,29 @@ class WorkerSettings(BaseModel):
 class ProducerSettings(BaseModel):
     """How the client packs and waits."""
 
-    reviews_per_job: int = Field(default=32, gt=0, description="Most reviews packed into one job.")
-    max_review_chars: int = Field(default=50_000, gt=0, description="Longer reviews are refused on submit.")
+    reviews_per_job: int = Field(
+        default=32,
+        gt=0,
+        le=MAX_REVIEWS_PER_JOB,
+        description="Most reviews packed into one job (workers refuse jobs of more than 1000).",
+    )
+    max_review_chars: int = Field(
+        default=50_000,
+        gt=0,
+        le=1_000_000,
+        description="Longer reviews are refused on submit (a review must fit in one job's data).",
+    )
     result_timeout_s: float = Field(default=60.0, gt=0, description="Default wait for results.")
+    max_queue_depth: int = Field(
+        default=10_000,
+        ge=0,
+        description="Most jobs waiting in the queue: at the limit submit waits for room; 0 = unbounded.",
+    )
+    queue_full_timeout_s: float = Field(
+        default=30.0,
+        ge=0,
+        description="How long submit waits for room in a full queue before raising QueueFullError.",
+    )
 
 
 class TrainSettings(BaseModel):
@@ -132,6 +231,8 @@ class Settings(BaseSettings):
         env_nested_max_split=1,
         env_file=".env",
         extra="ignore",
+        # A ValidationError's text would otherwise repeat rejected values, e.g. a URL with its password.
+        hide_input_in_errors=True,
     )
 
     redis: RedisSettings = Field(default_factory=RedisSettings)
@@ -155,3 +256,19 @@ def load_settings(**overrides: Any) -> Settings:
     for section, fields in overrides.items():
         merged[section].update({key: value for key, value in fields.items() if value is not None})
     return Settings.model_validate(merged)
+
+
+def describe_validation_error(error: ValidationError) -> str:
+    """``invalid setting redis.url (SENTIQ_REDIS_URL): ...`` for each problem, on one line.
+
+    The rejected values are left out (and :class:`Settings` hides them from the error's own
+    text): a Redis URL may carry a password.
+    """
+    problems = []
+    for problem in error.errors():
+        location = [str(part) for part in problem["loc"]]
+        name = ".".join(location) or "settings"
+        if len(location) >= 2:
+            name += f" (SENTIQ_{location[0].upper()}_{location[1].upper()})"
+        problems.append(f"{name}: {problem['msg']}")
+    return "invalid setting " + "; ".join(problems)

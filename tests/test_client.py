@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
 import shutil
 import subprocess
@@ -13,13 +14,23 @@ import uuid
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from redis import Redis
 from redis.exceptions import RedisError
 
-from producer import Client, InvalidReviewError, Prediction, RedisUnavailableError, ResultsTimeoutError
-from sentiq.contract import CLASSIFY_TASK, JobPayload, result_key
+from producer import (
+    Client,
+    InvalidRedisUrlError,
+    InvalidReviewError,
+    Prediction,
+    QueueFullError,
+    RedisFullError,
+    RedisUnavailableError,
+    ResultsTimeoutError,
+)
+from sentiq.contract import CLASSIFY_TASK, MAX_JOB_DATA_BYTES, JobPayload, result_key
 from sentiq.embedded_redis import EmbeddedRedis, find_redis_server, free_port
 from sentiq.result_store import STREAM_FIELD_ID, STREAM_FIELD_RESULT
 from sentiq.settings import Settings
@@ -105,12 +116,17 @@ def test_submit_accepts_any_iterable_and_nothing(client: Client, redis_client: R
     assert len(queued_jobs(redis_client, client.settings)) == 1
 
 
-def test_submit_is_one_round_trip(settings: Settings, redis_url: str) -> None:
+@pytest.mark.parametrize(("max_queue_depth", "sends"), [(0, 1), (10_000, 2)])
+def test_submit_is_one_round_trip(
+    settings: Settings, redis_url: str, max_queue_depth: int, sends: int
+) -> None:
+    """One MULTI/EXEC, plus one LLEN when the queue depth is bounded."""
     counted, counter = counting_redis(redis_url)
-    with Client.from_settings(with_producer(settings, reviews_per_job=10), connection=counted) as client:
+    producer = {"reviews_per_job": 10, "max_queue_depth": max_queue_depth}
+    with Client.from_settings(with_producer(settings, **producer), connection=counted) as client:
         counter.sends = 0
         ids = client.submit([f"review {n}" for n in range(100)])
-        assert counter.sends == 1
+        assert counter.sends == sends
         assert client.queue.count == 10
         assert len(ids) == 100
     counted.close()
@@ -120,7 +136,9 @@ def test_bulk_submit_is_chunked_into_round_trips(settings: Settings, redis_url: 
     counted, counter = counting_redis(redis_url)
     progress: list[int] = []
     with Client(
-        settings=with_producer(settings, reviews_per_job=10), connection=counted, jobs_per_round_trip=4
+        settings=with_producer(settings, reviews_per_job=10, max_queue_depth=0),
+        connection=counted,
+        jobs_per_round_trip=4,
     ) as client:
         counter.sends = 0
         client.submit([f"review {n}" for n in range(95)], on_enqueued=progress.append)
@@ -332,6 +350,23 @@ def test_password_protected_redis(settings: Settings) -> None:
         assert "wrong-pass" not in str(caught.value)
 
 
+def wait_for_server(url: str, process: subprocess.Popen[bytes], timeout_s: float = 10) -> None:
+    """Return once the redis-server ``process`` answers PING on ``url``; raise if it died or is late."""
+    deadline = time.monotonic() + timeout_s
+    probe = Redis.from_url(url, socket_connect_timeout=1)
+    try:
+        while True:
+            try:
+                probe.ping()
+                return
+            except RedisError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+    finally:
+        probe.close()
+
+
 @pytest.fixture
 def unix_socket_redis() -> Iterator[str]:
     """A redis-server listening only on a unix socket; its ``unix://`` URL."""
@@ -346,17 +381,7 @@ def unix_socket_redis() -> Iterator[str]:
     )  # fmt: skip
     url = f"unix://{socket_path}?db=0"
     try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                probe = Redis.from_url(url, socket_connect_timeout=1)
-                probe.ping()
-                probe.close()
-                break
-            except RedisError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
+        wait_for_server(url, process)
         yield url
     finally:
         process.terminate()
@@ -379,3 +404,239 @@ def test_resubmitting_an_id_waits_for_the_new_result(settings: Settings, redis_c
         client.submit(["A second look at the same review."], ids=["again"])
         with pytest.raises(ResultsTimeoutError, match="again"):
             client.results(["again"], timeout=0.2)
+
+
+# -- client edges (issue 7, finding 3 and 11) ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("texts", "message"),
+    [
+        (["fine", "Nice film \ud800"], "review #1: review text is not valid Unicode: surrogates not allowed"),
+        (["fine", "<br /><br />"], "review #1: review text is empty"),
+        (None, "texts must be a list or tuple of strings, got NoneType"),
+        (123, "texts must be a list or tuple of strings, got int"),
+        ({"a": "mapping"}, "texts must be a list or tuple of strings, got dict"),
+        (b"bytes", "texts must be a list or tuple of strings, got bytes"),
+        ([1, 2], "review #0: review text must be a string, got int"),
+    ],
+)
+def test_submit_refuses_what_is_not_a_list_of_valid_texts(
+    client: Client, redis_client: Redis, texts: object, message: str
+) -> None:
+    with pytest.raises(InvalidReviewError, match=re.escape(message)):
+        client.submit(texts)  # type: ignore[arg-type]
+    assert queued_jobs(redis_client, client.settings) == []
+
+
+def test_submit_refuses_ids_given_as_one_string(client: Client) -> None:
+    with pytest.raises(
+        InvalidReviewError, match="ids must be a list or tuple of strings, not a single string"
+    ):
+        client.submit(["a", "b", "c"], "abc")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("ids", "message"),
+    [
+        ("abc", "ids must be a list or tuple of strings, not a single string"),
+        (None, "ids must be a list or tuple of strings, got NoneType"),
+        ({"a": 1}, "got dict"),
+        (["ok", 7], "ids[1] must be a review id string, got int"),
+    ],
+)
+def test_reading_results_refuses_ids_that_are_not_a_list_of_strings(
+    client: Client, ids: object, message: str
+) -> None:
+    with pytest.raises(TypeError, match=re.escape(message)):
+        client.results(ids, timeout=0.1)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=re.escape(message)):
+        client.fetch(ids)  # type: ignore[arg-type]
+    # Raised when called, not on the first next().
+    with pytest.raises(TypeError, match=re.escape(message)):
+        client.iter_results(ids, timeout=0.1)  # type: ignore[arg-type]
+
+
+def test_packing_keeps_each_job_under_the_workers_data_limit(settings: Settings, redis_client: Redis) -> None:
+    """Huge reviews are split into more jobs than reviews_per_job alone would make."""
+    texts = ["y" * 700_000 for _ in range(3)]
+    with Client.from_settings(with_producer(settings, max_review_chars=1_000_000)) as client:
+        client.submit(texts)
+    jobs = queued_jobs(redis_client, settings)
+    # 12 bytes per character is the JSON bound: two such reviews would not fit in one job.
+    assert len(jobs) == 3
+    assert all(len(job[b"data"]) < MAX_JOB_DATA_BYTES for job in jobs)
+
+
+def test_full_redis_is_a_clear_error_and_enqueues_nothing(settings: Settings) -> None:
+    with EmbeddedRedis() as server, Client(server.url, settings=settings) as client:
+        client.redis.config_set("maxmemory", 1)  # below what Redis already uses: every write is refused
+        with pytest.raises(RedisFullError) as caught:
+            client.submit(["no room for this one"])
+        assert caught.value.enqueued_ids == [] and caught.value.queue == settings.queue.name
+        assert "out of memory" in str(caught.value) and "nothing was enqueued" in str(caught.value)
+        assert "no room for this one" not in str(caught.value)
+        client.redis.config_set("maxmemory", 0)
+        assert client.queue.count == 0
+
+
+# -- backpressure ------------------------------------------------------------------------------------
+
+
+def drain_jobs(redis_client: Redis, settings: Settings, count: int, after_s: float) -> threading.Thread:
+    """A worker stand-in: after ``after_s``, pop ``count`` jobs off the queue (and delete them)."""
+
+    def drain() -> None:
+        time.sleep(after_s)
+        for _ in range(count):
+            popped: Any = redis_client.blpop([f"rq:queue:{settings.queue.name}"], timeout=10)
+            if popped is not None:
+                redis_client.delete(f"rq:job:{popped[1].decode()}")
+
+    thread = threading.Thread(target=drain, name="drain", daemon=True)
+    thread.start()
+    return thread
+
+
+def test_submit_waits_at_the_queue_limit_then_raises_queue_full(
+    settings: Settings, redis_client: Redis
+) -> None:
+    bounded = with_producer(settings, reviews_per_job=1, max_queue_depth=3, queue_full_timeout_s=0.6)
+    with Client.from_settings(bounded) as client:
+        client.submit(["one", "two", "three"])
+        started = time.monotonic()
+        with pytest.raises(QueueFullError) as caught:
+            client.submit(["four"], ["four"])
+        waited = time.monotonic() - started
+    assert 0.6 <= waited < 5
+    assert (caught.value.depth, caught.value.limit, caught.value.enqueued_ids) == (3, 3, [])
+    assert "nothing was enqueued" in str(caught.value)
+    assert len(queued_jobs(redis_client, settings)) == 3
+
+
+def test_a_big_submit_fills_the_room_left_and_reports_what_it_enqueued(
+    settings: Settings, redis_client: Redis
+) -> None:
+    bounded = with_producer(settings, reviews_per_job=2, max_queue_depth=2, queue_full_timeout_s=0.2)
+    ids = [f"r{n}" for n in range(7)]
+    with Client.from_settings(bounded) as client, pytest.raises(QueueFullError) as caught:
+        client.submit([f"text {n}" for n in range(7)], ids)
+    assert caught.value.enqueued_ids == ids[:4]
+    assert "the first 4 review(s) of this submit were enqueued" in str(caught.value)
+    assert len(queued_jobs(redis_client, settings)) == 2
+
+
+def test_a_draining_worker_lets_a_waiting_submit_through(settings: Settings, redis_client: Redis) -> None:
+    bounded = with_producer(settings, reviews_per_job=1, max_queue_depth=3, queue_full_timeout_s=20)
+    with Client.from_settings(bounded) as client:
+        client.submit(["one", "two", "three"])
+        drainer = drain_jobs(redis_client, settings, count=4, after_s=0.5)
+        started = time.monotonic()
+        ids = client.submit(["four", "five", "six", "seven"])
+        waited = time.monotonic() - started
+        drainer.join(timeout=15)
+    assert 0.4 < waited < 15
+    assert len(ids) == 4
+    # Nothing was dropped: 7 submitted, 4 drained, 3 still queued.
+    assert len(queued_jobs(redis_client, settings)) == 3
+
+
+# -- Redis restarts (finding 2, client side) ----------------------------------------------------------
+
+
+class AppendOnlyRedis:
+    """A redis-server with appendonly on, in its own folder, that can be killed and restarted on its port."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [find_redis_server(), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "yes", "--dir", str(self.folder)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        wait_for_server(self.url, self.process)
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=5)
+        self.process = None
+
+
+@pytest.fixture
+def restartable_redis(tmp_path: Path) -> Iterator[AppendOnlyRedis]:
+    server = AppendOnlyRedis(tmp_path)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.kill()
+
+
+def test_waiting_results_survive_a_redis_restart(
+    settings: Settings, restartable_redis: AppendOnlyRedis, caplog: pytest.LogCaptureFixture
+) -> None:
+    on_server = with_redis(settings, url=restartable_redis.url)
+    outcome: dict[str, object] = {}
+
+    with Client.from_settings(on_server) as client:
+        ids = client.submit(["before the restart", "after the restart"], ["early", "late"])
+        store_for(on_server, client.redis).publish([Prediction(id="early", label="positive", score=0.9)])
+
+        def wait() -> None:
+            try:
+                outcome["predictions"] = client.results(ids, timeout=30)
+            except BaseException as error:
+                outcome["error"] = error
+
+        with caplog.at_level(logging.WARNING, logger="producer.client"):
+            waiter = threading.Thread(target=wait, name="waiter", daemon=True)
+            waiter.start()
+            time.sleep(0.5)  # the waiter is blocked in XREAD now
+            restartable_redis.kill()
+            time.sleep(1.5)  # an outage that spans several reconnection attempts
+            restartable_redis.start()
+            writer = Redis.from_url(restartable_redis.url)
+            try:
+                # The job survived the restart (append-only file): a worker would find it.
+                assert writer.llen(f"rq:queue:{on_server.queue.name}") == 1
+                store_for(on_server, writer).publish([Prediction(id="late", label="negative", score=0.8)])
+            finally:
+                writer.close()
+            waiter.join(timeout=20)
+    assert not waiter.is_alive()
+    assert "error" not in outcome, outcome.get("error")
+    predictions = outcome["predictions"]
+    assert [(p.id, p.label) for p in predictions] == [("early", "positive"), ("late", "negative")]  # type: ignore[attr-defined]
+    messages = [record.getMessage() for record in caplog.records]
+    assert any("lost Redis at" in message for message in messages)
+    assert any("reconnected to Redis at" in message for message in messages)
+
+
+def test_submit_during_an_outage_is_unavailable_and_safe_to_retry(
+    settings: Settings, restartable_redis: AppendOnlyRedis
+) -> None:
+    on_server = with_redis(settings, url=restartable_redis.url, socket_timeout_s=1.0)
+    with Client.from_settings(on_server) as client:
+        restartable_redis.kill()
+        with pytest.raises(RedisUnavailableError, match="submitting the same reviews again is safe"):
+            client.submit(["during the outage"], ["outage"])
+        restartable_redis.start()
+        assert client.submit(["during the outage"], ["outage"]) == ["outage"]
+        assert client.queue.count == 1
+
+
+def test_client_refuses_an_http_url_in_one_line() -> None:
+    with pytest.raises(InvalidRedisUrlError) as caught:
+        Client("http://:hunter2@127.0.0.1:6379/0")
+    message = str(caught.value)
+    assert message == (
+        "invalid Redis URL http://:***@127.0.0.1:6379/0: the Redis URL must start with redis://, "
+        "rediss:// or unix://, not 'http'"
+    )

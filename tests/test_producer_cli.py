@@ -14,7 +14,7 @@ import pytest
 from redis import Redis
 
 from sentiq.contract import JobPayload, Prediction
-from sentiq.embedded_redis import free_port
+from sentiq.embedded_redis import EmbeddedRedis, free_port
 from sentiq.settings import Settings
 from tests.conftest import REPO_ROOT, TEST_SAMPLE
 from tests.producer_fakes import FakeWorker, store_for
@@ -193,9 +193,69 @@ def test_results_timeout_exits_1(settings: Settings, tmp_path: Path) -> None:
 
 def test_invalid_settings_exit_2(settings: Settings, tmp_path: Path) -> None:
     result = run_cli(settings, "--queue", "", "get", "x", cwd=tmp_path)
-    assert_clean_error(result, 2, "invalid settings: queue.name")
+    assert_clean_error(result, 2, "invalid setting queue.name (SENTIQ_QUEUE_NAME)")
 
 
 @pytest.mark.parametrize("args", [["enqueue"], ["get"], ["frobnicate"], ["stream", "f.csv", "--limit", "0"]])
 def test_usage_errors_exit_2(settings: Settings, tmp_path: Path, args: list[str]) -> None:
     assert run_cli(settings, *args, cwd=tmp_path).returncode == 2
+
+
+def test_password_on_the_command_line_is_warned_about_and_never_printed(
+    settings: Settings, tmp_path: Path
+) -> None:
+    url = f"redis://:cli-s3cret@127.0.0.1:{free_port()}/0"
+    result = run_cli(
+        settings,
+        "--redis-url",
+        url,
+        "get",
+        "x",
+        cwd=tmp_path,
+        timeout=15,
+        extra_env={"SENTIQ_REDIS_SOCKET_TIMEOUT_S": "1"},
+    )
+    assert result.returncode == 1
+    assert "warning: --redis-url carries a password" in result.stderr
+    assert "SENTIQ_REDIS_PASSWORD_FILE" in result.stderr
+    assert "cli-s3cret" not in result.stderr + result.stdout
+    assert "error: cannot reach Redis at redis://:***@127.0.0.1:" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        (
+            "http://127.0.0.1:6379/0",
+            "the Redis URL must start with redis://, rediss:// or unix://, not 'http'",
+        ),
+        ("redis://:cli-s3cret@host:port/0", "the Redis URL is malformed"),
+    ],
+)
+def test_unusable_redis_url_is_one_clean_line(
+    settings: Settings, tmp_path: Path, url: str, message: str
+) -> None:
+    result = run_cli(settings, "get", "x", cwd=tmp_path, extra_env={"SENTIQ_REDIS_URL": url})
+    assert_clean_error(result, 2, "invalid setting redis.url (SENTIQ_REDIS_URL): Value error, " + message)
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "cli-s3cret" not in result.stderr
+
+
+def test_password_from_a_file_is_used(settings: Settings, tmp_path: Path) -> None:
+    with EmbeddedRedis(password="file-s3cret") as server:
+        password_file = tmp_path / "redis-password"
+        password_file.write_text("file-s3cret\n", encoding="utf-8")
+        on_server = settings.model_copy(
+            update={"redis": settings.redis.model_copy(update={"url": f"redis://127.0.0.1:{server.port}/0"})}
+        )
+        result = run_cli(
+            on_server,
+            "enqueue",
+            "-",
+            cwd=tmp_path,
+            stdin="A review behind a password\n",
+            extra_env={"SENTIQ_REDIS_PASSWORD_FILE": str(password_file)},
+        )
+    assert result.returncode == 0, result.stderr
+    assert len(result.stdout.split()) == 1
+    assert "warning" not in result.stderr
