@@ -171,6 +171,8 @@ class SentiqWorker(SimpleWorker):
         except TRANSIENT_REDIS_ERRORS as error:
             log.warning("maintenance skipped, Redis unavailable: %s", error)
             self.last_cleaned_at = now()  # type: ignore[assignment]
+        except StopRequested:
+            raise
         except Exception:
             log.exception("maintenance pass failed; the worker carries on")
             self.last_cleaned_at = now()  # type: ignore[assignment]
@@ -205,7 +207,8 @@ class SentiqWorker(SimpleWorker):
         while True:
             try:
                 return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
-            except TRANSIENT_REDIS_ERRORS:
+            except (TRANSIENT_REDIS_ERRORS, StopRequested):
+                # StopRequested is how RQ's signal handler ends an idle worker's wait (SIGTERM).
                 raise
             except Exception as error:
                 self._handle_dequeue_error(error)
@@ -239,6 +242,8 @@ class SentiqWorker(SimpleWorker):
             except TRANSIENT_REDIS_ERRORS as error:
                 log.warning("stopped gathering jobs, Redis unavailable: %s", error)
                 break
+            except StopRequested:
+                raise
             except Exception as error:
                 self._handle_dequeue_error(error)
                 continue
