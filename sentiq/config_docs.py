@@ -70,6 +70,10 @@ class ComposeVariable:
     default: str | None
 
 
+#: Compose variables that are settings too, with the same meaning: the compose files read the
+#: stack's Redis password, and so does every sentiq process (``RedisSettings.password``).
+SHARED_WITH_SETTINGS = frozenset({"SENTIQ_REDIS_PASSWORD"})
+
 #: What docker-compose.yml and its overrides read from .env beyond the settings themselves.
 #: tests/test_compose.py checks that this list and the compose files agree.
 COMPOSE_VARIABLES: tuple[ComposeVariable, ...] = (
@@ -311,6 +315,9 @@ def env_example(
         title = f"{section.name}: {section.description}" if section.name else section.description
         lines.extend(["", f"# ===== {title} ====="])
         for setting in section.settings:
+            if setting.env_name in SHARED_WITH_SETTINGS:
+                # Already above, uncommented, as the compose variable it also is.
+                continue
             lines.append("")
             kind = setting.type_hint + ("; unset by default" if setting.env_default is None else "")
             lines.extend(_comment(f"{setting.description} ({kind})".lstrip()))

@@ -11,11 +11,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pytest
-from pydantic import BaseModel
+from pydantic import BaseModel, SecretStr
 
 from sentiq.config_docs import (
     COMPOSE_VARIABLES,
     ENV_EXAMPLE,
+    SHARED_WITH_SETTINGS,
     ManagedBlock,
     all_settings,
     check,
@@ -63,8 +64,9 @@ def test_every_field_appears_in_the_table_and_the_env_example() -> None:
         env_name = f"SENTIQ_{section}_{name}".upper()
         assert env_name in documented
         assert f"| `{env_name}` |" in table
-        assert f"# {env_name}=" in example
-        assert f"# {env_name}=" in committed
+        spelled = f"{env_name}=" if env_name in SHARED_WITH_SETTINGS else f"# {env_name}="
+        assert spelled in example
+        assert spelled in committed
     assert len(documented) == len(every_field())
     for variable in COMPOSE_VARIABLES:
         assert variable.name in example
@@ -90,8 +92,12 @@ def other_value(annotation: Any, default: Any, metadata: list[Any]) -> tuple[str
         return str(value), value
     if annotation is Path:
         return "/srv/sentiq/x", Path("/srv/sentiq/x")
+    if annotation is str and str(default).startswith("redis://"):
+        return "rediss://cache.example:6380/2", "rediss://cache.example:6380/2"
     if annotation is str:
         return f"{default or 'x'}-changed", f"{default or 'x'}-changed"
+    if annotation is SecretStr:
+        return "x-changed", SecretStr("x-changed")
     raise AssertionError(f"add a test value for {annotation!r}")
 
 
@@ -115,8 +121,15 @@ def test_each_documented_env_name_sets_its_field(
 def test_compose_only_variables_are_ignored_by_the_settings(clean_env: pytest.MonkeyPatch) -> None:
     defaults = Settings().model_dump()
     for variable in COMPOSE_VARIABLES:
-        clean_env.setenv(variable.name, variable.default or "secret")
+        if variable.name not in SHARED_WITH_SETTINGS:
+            clean_env.setenv(variable.name, variable.default or "secret")
     assert Settings().model_dump() == defaults
+
+
+def test_the_stack_password_is_the_redis_password_setting(clean_env: pytest.MonkeyPatch) -> None:
+    clean_env.setenv("SENTIQ_REDIS_PASSWORD", "stack-secret")
+    password = Settings().redis.password
+    assert password is not None and password.get_secret_value() == "stack-secret"
 
 
 def test_the_copied_env_example_loads_as_a_dotenv(clean_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -127,6 +140,8 @@ def test_the_copied_env_example_loads_as_a_dotenv(clean_env: pytest.MonkeyPatch,
     loaded = Settings().model_dump()
     assert loaded["worker"].pop("max_batch_size") == 8
     defaults["worker"].pop("max_batch_size")
+    assert loaded["redis"].pop("password").get_secret_value() == "abc"
+    defaults["redis"].pop("password")
     assert loaded == defaults
 
 
