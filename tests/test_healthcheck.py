@@ -45,3 +45,25 @@ def test_healthcheck_command_exits_by_readiness_and_never_imports_torch(tmp_path
     present = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, check=False)
     assert present.returncode == 0, present.stderr
     assert "ready" in present.stdout
+
+
+def test_invalid_settings_are_one_line_and_unhealthy(tmp_path: Path) -> None:
+    ready = tmp_path / "ready"
+    ready.touch()
+    env = {
+        **os.environ,
+        "SENTIQ_WORKER_READY_FILE": str(ready),
+        "SENTIQ_REDIS_URL": "http://user:Xq7-secret@127.0.0.1:6379/0",
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "worker.healthcheck"],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    # Docker reserves healthcheck status 2; any failure is 1.
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.startswith("error: invalid setting redis.url (SENTIQ_REDIS_URL): ")
+    assert len(result.stderr.splitlines()) == 1 and "Xq7-secret" not in result.stderr

@@ -1,4 +1,10 @@
-"""``python -m worker``: run one sentiq RQ worker (one per GPU, or on the CPU)."""
+"""``python -m worker``: run one sentiq RQ worker (one per GPU, or on the CPU).
+
+Start-up checks run cheapest first, so a wrong setting fails in a second instead of after the
+model has loaded: settings, model folder, Redis, its eviction policy, the worker name, and only
+then torch and the model. Every start-up failure is one ``error: ...`` line on stderr and a
+non-zero exit status (see :data:`EXIT_STATUS_HELP`); the traceback is logged only at DEBUG.
+"""
 
 from __future__ import annotations
 
@@ -6,18 +12,54 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 
-from rq import Queue
+from pydantic import ValidationError
+from redis import Redis
+from redis.exceptions import RedisError
+from rq import Queue, Worker
 from rq.serializers import JSONSerializer
 
-from sentiq.errors import SentiqError
-from sentiq.redis_connection import connect, redact_url
-from sentiq.settings import Settings, load_settings
-from worker.runtime import build_classifier
-from worker.worker import SentiqWorker, touch_ready_file
+from sentiq.errors import ConfigurationError, ModelLoadError, SentiqError
+from sentiq.redis_connection import connect, eviction_problem, redact_secrets, redact_url, url_has_password
+from sentiq.settings import Settings, describe_validation_error, load_settings
 
 log = logging.getLogger("worker")
+
+EXIT_FAILURE = 1
+"""The environment is not ready (Redis unreachable, worker name still registered): retrying later may work."""
+EXIT_USAGE = 2
+"""The settings cannot work as given (bad option, model folder, Redis URL or eviction policy): change them."""
+EXIT_INTERRUPTED = 130
+
+EXIT_STATUS_HELP = f"""\
+exit status:
+  0    stopped on request (SIGTERM, SIGINT) or, with --burst, once the queue was empty
+  {EXIT_FAILURE}    runtime failure that may pass: Redis unreachable, or --name still registered
+       by a worker that died less than its registration TTL ago; a supervisor may retry
+  {EXIT_USAGE}    bad input or configuration: an invalid option or SENTIQ_* setting, a Redis URL
+       that is not redis://, rediss:// or unix://, a model folder that is missing or does not
+       load, a Redis that may evict keys (see SENTIQ_REDIS_ALLOW_EVICTION); retrying cannot help
+  {EXIT_INTERRUPTED}  interrupted (Ctrl-C) while starting
+
+Every start-up failure is one 'error: ...' line on stderr; --log-level DEBUG adds the traceback.
+Pass the Redis password in SENTIQ_REDIS_PASSWORD or SENTIQ_REDIS_PASSWORD_FILE, not in
+--redis-url: command lines are visible to every user of the host in `ps`.
+"""
+
+PASSWORD_ON_COMMAND_LINE = (
+    "warning: --redis-url carries a password, which every user of this host can read in `ps`; "
+    "set SENTIQ_REDIS_PASSWORD or SENTIQ_REDIS_PASSWORD_FILE instead and leave it out of the URL"
+)
+
+
+class StartupError(SentiqError):
+    """A start-up check failed; ``exit_code`` says whether retrying may help (1) or not (2)."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,9 +68,14 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m worker",
         description="Classify review jobs from a Redis queue with a fine-tuned model. "
         "Options override the SENTIQ_* environment settings.",
+        epilog=EXIT_STATUS_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--model", type=Path, help="model folder (SENTIQ_MODEL_PATH)")
-    parser.add_argument("--redis-url", help="Redis URL (SENTIQ_REDIS_URL)")
+    parser.add_argument(
+        "--redis-url",
+        help="Redis URL (SENTIQ_REDIS_URL); keep the password out of it, see below",
+    )
     parser.add_argument("--queue", help="queue name (SENTIQ_QUEUE_NAME)")
     parser.add_argument("--device", help="auto, cpu, cuda or cuda:N (SENTIQ_WORKER_DEVICE)")
     parser.add_argument(
@@ -38,7 +85,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--max-batch-size", type=int, help="reviews per forward pass")
     parser.add_argument("--max-wait-ms", type=int, help="how long to gather queued jobs into a batch")
-    parser.add_argument("--name", help="worker name (default: RQ's host.pid-based name)")
+    parser.add_argument(
+        "--max-length",
+        type=int,
+        help="token truncation length; 0 takes the model folder's own (SENTIQ_WORKER_MAX_LENGTH)",
+    )
+    parser.add_argument("--name", help="worker name (default: a random one)")
     parser.add_argument("--burst", action="store_true", help="exit once the queue is empty")
     parser.add_argument("--log-level", help="DEBUG, INFO, WARNING ... (SENTIQ_WORKER_LOG_LEVEL)")
     return parser
@@ -55,40 +107,148 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
             "dtype": args.dtype,
             "max_batch_size": args.max_batch_size,
             "max_wait_ms": args.max_wait_ms,
+            "max_length": args.max_length,
             "log_level": args.log_level,
         },
     )
 
 
-def run(settings: Settings, *, burst: bool = False, name: str | None = None) -> int:
-    """Load the model, then work the queue until stopped (or until empty with ``burst``)."""
+def check_model_folder(path: Path) -> None:
+    """Refuse a model path that is not there before anything slow happens."""
+    if not path.exists():
+        raise StartupError(
+            f"model folder {path} does not exist (--model / SENTIQ_MODEL_PATH); train one with "
+            "`python -m training train --output-dir DIR` or point --model at a folder it wrote",
+            EXIT_USAGE,
+        )
+    if not path.is_dir():
+        raise StartupError(
+            f"model path {path} is a file, not a model folder (--model / SENTIQ_MODEL_PATH)", EXIT_USAGE
+        )
+
+
+def connect_checked(settings: Settings) -> Redis:
+    """A pinged client whose server cannot silently evict queued jobs (unless allowed)."""
+    url = redact_url(settings.redis.url)
     connection = connect(settings.redis)
+    problem = eviction_problem(connection)
+    if problem is not None:
+        if not settings.redis.allow_eviction:
+            connection.close()
+            raise StartupError(
+                f"Redis at {url}: {problem}; queued jobs and results could vanish. Set "
+                "maxmemory-policy to noeviction, or SENTIQ_REDIS_ALLOW_EVICTION=true to start anyway",
+                EXIT_USAGE,
+            )
+        log.warning("Redis at %s: %s; starting anyway (SENTIQ_REDIS_ALLOW_EVICTION is set)", url, problem)
+    return connection
+
+
+def name_in_use(connection: Redis, name: str) -> str | None:
+    """Why ``name`` cannot be registered now (an earlier worker's registration is alive), or None.
+
+    RQ refuses a name whose worker record has no death date; a worker killed with SIGKILL never
+    writes one, so its record blocks the name until it expires.
+    """
+    existing = Worker.find_by_key(Worker.redis_worker_namespace_prefix + name, connection=connection)
+    if existing is None or existing.death_date is not None:
+        return None
+    seen = "never sent a heartbeat"
+    if existing.last_heartbeat is not None:
+        age = (datetime.now(UTC) - existing.last_heartbeat).total_seconds()
+        seen = f"was last seen {max(age, 0):.0f}s ago ({existing.last_heartbeat:%Y-%m-%d %H:%M:%S} UTC)"
+    owner = f" (pid {existing.pid} on {existing.hostname})" if existing.pid and existing.hostname else ""
+    ttl = int(connection.ttl(existing.key))
+    expiry = f"its registration expires in {ttl}s" if ttl > 0 else "its registration does not expire"
+    return (
+        f"worker name {name!r} is taken: the worker registered under it{owner} {seen} and {expiry}. "
+        f"If it is still running, start this one with another --name; if it was killed, "
+        f"choose another --name or wait {max(ttl, 0)}s"
+    )
+
+
+def run(settings: Settings, *, burst: bool = False, name: str | None = None) -> int:
+    """Check everything, load the model, then work the queue until stopped (or empty with ``burst``)."""
+    check_model_folder(settings.model.path)
+    connection = connect_checked(settings)
     log.info("redis %s, queue %r", redact_url(settings.redis.url), settings.queue.name)
+    if name is not None and (taken := name_in_use(connection, name)) is not None:
+        raise StartupError(taken, EXIT_FAILURE)
+    # torch comes in with these (seconds): only once every cheap check above has passed.
+    from worker.runtime import build_classifier
+    from worker.worker import SentiqWorker, touch_ready_file
+
     classifier = build_classifier(settings, connection)
     queue = Queue(settings.queue.name, connection=connection, serializer=JSONSerializer)
-    worker = SentiqWorker([queue], classifier=classifier, settings=settings.worker, name=name)
+    worker = SentiqWorker(
+        [queue], classifier=classifier, settings=settings.worker, queue_settings=settings.queue, name=name
+    )
     touch_ready_file(settings.worker.ready_file)
-    worker.work(burst=burst, logging_level=settings.worker.log_level.upper())
+    try:
+        worker.work(burst=burst, logging_level=settings.worker.log_level.upper())
+    except ValueError:
+        # RQ's register_birth refuses a taken name with a ValueError; another worker can take the
+        # name while this one loads its model.
+        if settings.worker.ready_file is not None:
+            settings.worker.ready_file.unlink(missing_ok=True)
+        if name is not None and (taken := name_in_use(connection, name)) is not None:
+            raise StartupError(taken, EXIT_FAILURE) from None
+        raise
     return 0
 
 
+def describe_failure(error: Exception, settings: Settings) -> tuple[str, int]:
+    """The one-line message and exit status for an exception that ended the worker.
+
+    The message goes through :func:`redact_secrets` whatever raised it: a redis-py or library
+    message may quote a URL.
+    """
+    code = EXIT_FAILURE
+    if isinstance(error, StartupError):
+        message, code = str(error), error.exit_code
+    elif isinstance(error, ModelLoadError):
+        message, code = f"cannot load the model: {error}", EXIT_USAGE
+    elif isinstance(error, ConfigurationError):
+        message, code = str(error), EXIT_USAGE
+    elif isinstance(error, SentiqError):
+        message = str(error)
+    elif isinstance(error, RedisError):
+        message = f"Redis at {redact_url(settings.redis.url)}: {type(error).__name__}: {error}"
+    else:
+        message = f"unexpected {type(error).__name__}: {error} (--log-level DEBUG shows the traceback)"
+    return redact_secrets(message, settings.redis), code
+
+
+def fail(message: str, code: int) -> int:
+    """Print ``error: message`` as a single line on stderr and return ``code``."""
+    print("error: " + " ".join(message.split()), file=sys.stderr, flush=True)
+    return code
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``python -m worker`` and ``sentiq-worker``."""
+    """Entry point of ``python -m worker`` and ``sentiq-worker``; returns the exit status."""
     args = build_parser().parse_args(argv)
+    if args.redis_url and url_has_password(args.redis_url):
+        print(PASSWORD_ON_COMMAND_LINE, file=sys.stderr, flush=True)
     try:
         settings = settings_from_args(args)
+    except ValidationError as error:
+        return fail(describe_validation_error(error), EXIT_USAGE)
     except ValueError as error:
-        print(f"error: invalid settings: {error}", file=sys.stderr)
-        return 2
-    logging.basicConfig(
-        level=settings.worker.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+        # pydantic-settings' SettingsError: a SENTIQ_* value that does not even parse.
+        return fail(f"invalid settings: {error}", EXIT_USAGE)
+    level = settings.worker.log_level.upper()
+    if not isinstance(logging.getLevelName(level), int):
+        return fail(
+            f"invalid setting --log-level (SENTIQ_WORKER_LOG_LEVEL): unknown level {level!r}; "
+            "use DEBUG, INFO, WARNING, ERROR or CRITICAL",
+            EXIT_USAGE,
+        )
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return run(settings, burst=args.burst, name=args.name)
-    except SentiqError as error:
-        log.error("%s", error)
-        print(f"error: {error}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
+    except Exception as error:
+        log.debug("worker stopped by %s", type(error).__name__, exc_info=True)
+        return fail(*describe_failure(error, settings))

@@ -9,7 +9,9 @@ from __future__ import annotations
 import sys
 import time
 
-from sentiq.settings import Settings, WorkerSettings, load_settings
+from pydantic import ValidationError
+
+from sentiq.settings import Settings, WorkerSettings, describe_validation_error, load_settings
 
 
 def idle_heartbeat_interval(settings: WorkerSettings) -> int:
@@ -35,7 +37,13 @@ def is_ready(settings: Settings, now: float | None = None) -> tuple[bool, str]:
 
 
 def main() -> int:
-    ready, reason = is_ready(load_settings())
+    """Exit 0 when ready; 1 with the reason on stderr when not, or when the settings are invalid."""
+    try:
+        settings = load_settings()
+    except ValidationError as error:
+        print(f"error: {describe_validation_error(error)}", file=sys.stderr)
+        return 1
+    ready, reason = is_ready(settings)
     print(reason, file=sys.stdout if ready else sys.stderr)
     return 0 if ready else 1
 

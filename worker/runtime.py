@@ -7,6 +7,7 @@ import logging
 import torch
 from redis import Redis
 
+from sentiq.errors import ModelLoadError
 from sentiq.result_store import ResultStore
 from sentiq.settings import Settings
 from worker.device import DeviceChoice, choose_device, choose_dtype, cpu_has_fast_bf16, host_ticket_key
@@ -37,21 +38,38 @@ def pick_device(settings: Settings, connection: Redis) -> tuple[DeviceChoice, st
     return choice, dtype
 
 
+def load_model(settings: Settings, device: str, dtype: str) -> tuple[SentimentModel, float]:
+    """The model loaded and warmed up, with the warm-up time in ms.
+
+    Whatever goes wrong here is a problem of the model folder (or of the device it is loaded on),
+    so every exception becomes a :class:`ModelLoadError` naming the folder: the worker reports it
+    as one line, and its cause stays chained for the DEBUG log's traceback.
+    """
+    try:
+        model = SentimentModel.load(
+            settings.model.path,
+            device=device,
+            dtype=dtype,
+            max_length=settings.worker.max_length,
+            max_batch_size=settings.worker.max_batch_size,
+            max_batch_tokens=settings.worker.max_batch_tokens,
+        )
+        return model, model.warm_up()
+    except ModelLoadError:
+        raise
+    except Exception as error:
+        raise ModelLoadError(
+            f"{settings.model.path}: {type(error).__name__} while loading on {device} ({dtype}): {error}"
+        ) from error
+
+
 def build_classifier(settings: Settings, connection: Redis) -> Classifier:
     """Load the model once on the chosen device, warm it up and attach the result store."""
     choice, dtype = pick_device(settings, connection)
     if choice.device == "cpu":
         # Leave the core count to torch's default, but never oversubscribe inter-op threads.
         torch.set_num_interop_threads(1)
-    model = SentimentModel.load(
-        settings.model.path,
-        device=choice.device,
-        dtype=dtype,
-        max_length=settings.worker.max_length,
-        max_batch_size=settings.worker.max_batch_size,
-        max_batch_tokens=settings.worker.max_batch_tokens,
-    )
-    warm_ms = model.warm_up()
+    model, warm_ms = load_model(settings, choice.device, dtype)
     log.info(
         "model %s loaded from %s (max_length %d, truncation %s), warm-up %.0f ms",
         model.info.model_id,
