@@ -207,7 +207,7 @@ class SentiqWorker(SimpleWorker):
         while True:
             try:
                 return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
-            except (TRANSIENT_REDIS_ERRORS, StopRequested):
+            except (*TRANSIENT_REDIS_ERRORS, StopRequested):
                 # StopRequested is how RQ's signal handler ends an idle worker's wait (SIGTERM).
                 raise
             except Exception as error:
