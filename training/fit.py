@@ -19,7 +19,7 @@ from datasets import Dataset
 from transformers import DataCollatorWithPadding, Trainer, TrainingArguments, set_seed
 
 from sentiq.errors import ConfigurationError
-from sentiq.settings import TrainSettings
+from sentiq.settings import BUNDLED_BASE_MODEL, TrainSettings
 from training.base_model import BaseModelSource, load_base_model, max_positions, resolve_base_model
 from training.data import (
     DEFAULT_TRAIN_DATA,
@@ -31,8 +31,16 @@ from training.data import (
 )
 from training.encoding import ReviewEncoder
 from training.history import LogAtEpochEnd, best_row, epoch_history, loss_log, strip_prefix
-from training.model_folder import ExistingModel, publish, scratch, should_train
-from training.report import plot_curves, read_metrics, write_metrics, write_model_card
+from training.model_folder import ExistingModel, derive_model_id, publish, scratch, should_train
+from training.report import (
+    base_model_record,
+    describe_architecture,
+    plot_curves,
+    portable_source,
+    read_metrics,
+    write_metrics,
+    write_model_card,
+)
 from training.runtime import Precision, Runtime, choose_runtime, git_commit, package_versions
 from training.scoring import trainer_metrics
 
@@ -122,7 +130,8 @@ def train(
         tokenizer.save_pretrained(staging)
         metrics = build_metrics(
             settings=settings,
-            folder=folder,
+            model=best,
+            weights_folder=staging,
             source=source,
             runtime=runtime,
             preset=preset,
@@ -224,7 +233,8 @@ def build_trainer(
 def build_metrics(
     *,
     settings: TrainSettings,
-    folder: Path,
+    model: Any,
+    weights_folder: Path,
     source: BaseModelSource,
     runtime: Runtime,
     preset: str | None,
@@ -234,18 +244,39 @@ def build_metrics(
     test_metrics: dict[str, Any] | None,
     wall_time_s: float,
 ) -> dict[str, Any]:
-    """The content of ``metrics.json``; workers read ``model_id``, ``max_length`` and ``truncation``."""
+    """The content of ``metrics.json``; workers read ``model_id``, ``max_length`` and ``truncation``.
+
+    ``model`` is the model as saved in ``weights_folder`` (its weights' hash goes into the model id).
+    Data sources and the base model are recorded by name: no path of the training machine.
+    """
     finished = datetime.now(timezone.utc)
     history = epoch_history(log_history)
     best = best_row(history)
     validation = {"loss": best["validation_loss"], **best["validation"]} if best else None
+    base_model = base_model_record(
+        source.spec,
+        source.location,
+        source.description,
+        is_local=source.is_local,
+        bundled=source.spec == BUNDLED_BASE_MODEL,
+    )
+    architecture = describe_architecture(model)
+    train_sources = [portable_source(name) for name in data.train_sources]
+    model_id = derive_model_id(
+        base_names=[base_model["spec"], base_model["hub_id"] or ""],
+        architecture=architecture,
+        data_names=train_sources,
+        weights_folder=weights_folder,
+        when=finished,
+    )
     return {
-        "model_id": f"{folder.resolve().name}@{finished:%Y%m%dT%H%M%SZ}",
+        "model_id": model_id,
         "created_at": finished.isoformat(timespec="seconds"),
         "max_length": settings.max_length,
         "truncation": settings.truncation,
         "labels": {"negative": 0, "positive": 1},
-        "base_model": {"spec": source.spec, "location": source.location, "description": source.description},
+        "base_model": base_model,
+        "architecture": architecture,
         "preset": preset,
         "seed": settings.seed,
         "hyperparameters": {
@@ -258,8 +289,8 @@ def build_metrics(
             "train_sampling": "group_by_length",
         },
         "data": {
-            "train_sources": data.train_sources,
-            "test_source": data.test_source,
+            "train_sources": train_sources,
+            "test_source": portable_source(data.test_source) if data.test_source else None,
             "train_size": len(data.train),
             "validation_size": len(data.validation),
             "test_size": len(data.test) if data.test is not None else None,

@@ -8,17 +8,24 @@ is complete. Trainer checkpoints go to a scratch folder beside it that is always
 
 from __future__ import annotations
 
+import hashlib
+import re
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from datetime import datetime
 from enum import Enum
 from pathlib import Path
+from typing import Any
 
 from sentiq.errors import ConfigurationError
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
 CONFIG_FILE = "config.json"
 PUBLISHED_FILE_MODE = 0o644
+#: Model families recognised in a base model's name, most specific first (``tinybert`` before ``bert``).
+FAMILIES = ("tinybert", "minilm", "distilbert", "roberta", "deberta", "electra", "albert", "bert")
+_DIGEST_CHARS = 8
 
 
 class ExistingModel(Enum):
@@ -97,3 +104,52 @@ def publish(staging: Path, folder: Path) -> None:
             # Weights arrive as 0600 temp files; workers may run as another user.
             child.chmod(PUBLISHED_FILE_MODE)
         shutil.move(str(child), str(folder / child.name))
+
+
+def derive_model_id(
+    *,
+    base_names: Sequence[str],
+    architecture: dict[str, Any],
+    data_names: Sequence[str],
+    weights_folder: Path,
+    when: datetime,
+) -> str:
+    """A model id that says what the model is: ``minilm-l6-h384-imdb-20260101-1a2b3c4d``.
+
+    Family (from the base model's names, else its ``model_type``), layers, hidden size, the
+    training data's short names, the day, and the first hex digits of the weights' SHA-256, so two
+    runs never share an id and the id pins the exact weights.
+    """
+    lowered = " ".join(base_names).lower()
+    family = next((name for name in FAMILIES if name in lowered), None)
+    family = family or _slug(str(architecture.get("model_type") or "model"))
+    shape = "".join(
+        f"-{prefix}{architecture[key]}"
+        for prefix, key in (("l", "layers"), ("h", "hidden_size"))
+        if architecture.get(key)
+    )
+    data = "-".join(dict.fromkeys(_short_data_name(name) for name in data_names)) or "data"
+    return f"{family}{shape}-{data}-{when:%Y%m%d}-{weights_digest(weights_folder)[:_DIGEST_CHARS]}"
+
+
+def weights_digest(folder: Path) -> str:
+    """SHA-256 (hex) of the folder's weights file."""
+    for name in WEIGHT_FILES:
+        path = folder / name
+        if path.is_file():
+            digest = hashlib.sha256()
+            with path.open("rb") as weights:
+                for chunk in iter(lambda: weights.read(1 << 20), b""):
+                    digest.update(chunk)
+            return digest.hexdigest()
+    raise ConfigurationError(f"{folder}: no weights file ({', '.join(WEIGHT_FILES)}) to name the model by")
+
+
+def _short_data_name(name: str) -> str:
+    # "imdb_train_sample.csv.gz" -> "imdb"; "stanfordnlp/sst2:validation" -> "sst2"
+    bare = name.replace("\\", "/").rsplit("/", 1)[-1].split(":", 1)[0].lower()
+    return next((part for part in re.split(r"[^a-z0-9]+", bare) if part), "data")
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "model"

