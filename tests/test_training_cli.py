@@ -50,6 +50,11 @@ def test_help_texts() -> None:
     evaluate = run_cli("evaluate", "--help")
     assert evaluate.returncode == 0
     assert "--json" in evaluate.stdout and "--max-samples" in evaluate.stdout
+    assert "explain" in top.stdout
+    explain = run_cli("explain", "--help")
+    assert explain.returncode == 0
+    for flag in ("--model", "--top", "--html", "--png", "--json", "--steps", "--baseline"):
+        assert flag in explain.stdout
 
 
 def test_missing_column_exits_2_with_one_line(tmp_path: Path) -> None:
@@ -76,8 +81,8 @@ def test_evaluate_json_is_one_object_on_stdout(tiny_model_dir: Path) -> None:
     assert completed.returncode == 0, completed.stderr
     result = json.loads(completed.stdout)
     assert result["samples"] == 60
-    # No metrics.json in this folder: the model's own limit and head truncation apply.
-    assert (result["max_length"], result["truncation"]) == (512, "head")
+    # The folder's metrics.json decides the preprocessing (tests/tiny_bert.py writes 128, head).
+    assert (result["max_length"], result["truncation"]) == (128, "head")
     counts = ("true_positives", "false_positives", "true_negatives", "false_negatives")
     assert sum(result[key] for key in counts) == 60
     assert result["accuracy"] == pytest.approx((result["true_positives"] + result["true_negatives"]) / 60)

@@ -1,4 +1,5 @@
-"""Command line of ``python -m training`` (also installed as ``sentiq-train``): ``train`` and ``evaluate``.
+"""Command line of ``python -m training`` (also installed as ``sentiq-train``): ``train``, ``evaluate``
+and ``explain``.
 
 Heavy libraries (torch, transformers, datasets) are imported only once a command runs, so
 ``--help`` and argument errors answer at once.
@@ -16,7 +17,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from sentiq.errors import SentiqError
+from sentiq.errors import ConfigurationError, SentiqError
 from sentiq.settings import DEFAULT_BASE_MODEL, TrainSettings, load_settings
 from sentiq.text import TRUNCATION_MODES
 from training.model_folder import ExistingModel, should_train
@@ -47,23 +48,25 @@ _TRAIN_FLAGS = (
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``python -m training`` parser with its ``train`` and ``evaluate`` subcommands."""
+    """The ``python -m training`` parser with its ``train``, ``evaluate`` and ``explain`` subcommands."""
     parser = argparse.ArgumentParser(
         prog="python -m training",
-        description="Fine-tune sentiq's sentiment model and score model folders.",
+        description="Fine-tune sentiq's sentiment model, score model folders and explain predictions.",
         epilog=(
             "examples:\n"
             "  python -m training train --base-model bundled --preset quick   # ~3.5 min on 2 CPU cores\n"
             "  python -m training train --data imdb_train.csv.gz --test-data imdb_test.csv.gz\n"
-            "  python -m training evaluate --model models/sentiq-tinybert --data reviews.csv --json\n\n"
+            "  python -m training evaluate --model models/sentiq-tinybert --data reviews.csv --json\n"
+            '  python -m training explain --model models/sentiq-tinybert "A moving film." --html e.html\n\n'
             "Every train option can also be set in the environment (SENTIQ_TRAIN_EPOCHS=1, ...) or .env;\n"
             "flags win over the environment."
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{train,evaluate}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{train,evaluate,explain}")
     add_train_parser(commands)
     add_evaluate_parser(commands)
+    add_explain_parser(commands)
     return parser
 
 
@@ -173,12 +176,7 @@ def add_evaluate_parser(commands: Any) -> None:
             "The folder's own max_length and truncation (metrics.json) are applied."
         ),
     )
-    evaluate.add_argument(
-        "--model",
-        type=Path,
-        metavar="DIR",
-        help="model folder (default: SENTIQ_MODEL_PATH or models/sentiq-tinybert)",
-    )
+    add_model_argument(evaluate)
     evaluate.add_argument(
         "--data",
         required=True,
@@ -205,6 +203,62 @@ def add_evaluate_parser(commands: Any) -> None:
     )
 
 
+def add_model_argument(parser: argparse.ArgumentParser) -> None:
+    """``--model DIR``: the model folder a command reads."""
+    parser.add_argument(
+        "--model",
+        type=Path,
+        metavar="DIR",
+        help="model folder (default: SENTIQ_MODEL_PATH or models/sentiq-tinybert)",
+    )
+
+
+def add_explain_parser(commands: Any) -> None:
+    """Options of ``explain``."""
+    from training.explain import BASELINES, DEFAULT_STEPS
+
+    explain = commands.add_parser(
+        "explain",
+        help="show which words pushed a model's prediction for a text",
+        description=(
+            "Predict one text and attribute the prediction to its words with integrated gradients "
+            "(Captum, over the word embeddings). Prints the top words with signed attributions "
+            "(log-odds of the predicted label: + pushed towards it, - away from it), the label and "
+            "score, and the convergence delta; optionally writes the highlighted text as HTML and a "
+            "bar chart as PNG. The text is prepared as the worker prepares it (the folder's "
+            "metrics.json max_length and truncation)."
+        ),
+    )
+    explain.add_argument("text", help="the text to explain; - reads it from standard input")
+    add_model_argument(explain)
+    explain.add_argument("--top", type=int, default=10, metavar="N", help="words to print (default 10)")
+    explain.add_argument("--html", type=Path, metavar="FILE", help="write the highlighted text here")
+    explain.add_argument("--png", type=Path, metavar="FILE", help="write a bar chart of the top words here")
+    explain.add_argument(
+        "--json", action="store_true", help="print exactly one JSON object on stdout instead"
+    )
+    explain.add_argument(
+        "--steps",
+        type=int,
+        default=DEFAULT_STEPS,
+        metavar="N",
+        help=f"integration steps (default {DEFAULT_STEPS}); more steps, smaller convergence delta",
+    )
+    explain.add_argument(
+        "--baseline",
+        choices=BASELINES,
+        default="pad",
+        help="token that replaces the text in the baseline input (default pad)",
+    )
+    explain.add_argument(
+        "--max-length",
+        type=int,
+        default=0,
+        metavar="N",
+        help="override the folder's recorded max length (needed for folders without metrics.json)",
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``python -m training``; returns the exit status (2 with ``error: ...`` on bad input)."""
     args = build_parser().parse_args(argv)
@@ -214,6 +268,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "train":
             return run_train(args)
+        if args.command == "explain":
+            return run_explain(args)
         return run_evaluate(args)
     except SentiqError as error:
         print(f"error: {error}", file=sys.stderr)
@@ -272,6 +328,70 @@ def run_evaluate(args: argparse.Namespace) -> int:
         print(json.dumps(result))
     else:
         print(format_result(result))
+    return 0
+
+
+def run_explain(args: argparse.Namespace) -> int:
+    """``explain``: load the folder as the worker does, explain the text, print and write the pictures."""
+    import time
+
+    from training.explain import explain, write_html, write_png
+    from worker.model import SentimentModel
+
+    text = sys.stdin.read() if args.text == "-" else args.text
+    if not text.strip():
+        raise ConfigurationError("the text to explain is empty")
+    if args.top < 1:
+        raise ConfigurationError(f"--top must be at least 1, got {args.top}")
+    for output in (args.html, args.png):
+        if output is not None and not output.parent.is_dir():
+            raise ConfigurationError(f"cannot write {output}: no folder {output.parent}")
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()  # type: ignore[no-untyped-call]  # one answer, no bars
+    folder = args.model or load_settings().model.path
+    served = SentimentModel.load(folder, max_length=args.max_length)
+    started = time.perf_counter()
+    explanation = explain(
+        served.model,
+        served.tokenizer,
+        text,
+        max_length=served.info.max_length,
+        truncation=served.info.truncation,
+        n_steps=args.steps,
+        baseline=args.baseline,
+    )
+    seconds = time.perf_counter() - started
+    if args.html:
+        write_html(explanation, args.html, title=served.info.model_id)
+    if args.png:
+        write_png(explanation, args.png, top=args.top)
+    if args.json:
+        result = {
+            "model_id": served.info.model_id,
+            **explanation.to_dict(args.top),
+            "seconds": round(seconds, 3),
+        }
+        print(json.dumps(result))
+        return 0
+    top = explanation.top(args.top)
+    unseen = sum(word.attribution is None for word in explanation.words)
+    lines = [
+        f"label      {explanation.label} ({explanation.score:.4f})",
+        f"model      {served.info.model_id} (max_length {served.info.max_length}, "
+        f"{served.info.truncation} truncation)",
+        f"top words  attribution towards {explanation.label!r} in log-odds (+ towards, - away)",
+        *(f"  {word.attribution or 0.0:+9.4f}  {word.word}" for word in top),
+    ]
+    if unseen:
+        lines.append(f"unseen     {unseen} words cut by truncation")
+    lines.append(
+        f"method     integrated gradients, {explanation.n_steps} steps, [{explanation.baseline.upper()}] "
+        f"baseline, convergence delta {explanation.convergence_delta:.4f}"
+    )
+    lines.append(f"time       {seconds:.2f} s")
+    lines += [f"wrote      {path}" for path in (args.html, args.png) if path]
+    print("\n".join(lines))
     return 0
 
 
