@@ -24,6 +24,7 @@ MODEL_FILES = {
 }
 METRICS_KEYS = {
     "model_id",
+    "architecture",
     "created_at",
     "max_length",
     "truncation",
@@ -109,19 +110,19 @@ def test_the_folder_holds_exactly_what_a_worker_needs(trained: Path) -> None:
     assert all(path.stat().st_mode & 0o044 == 0o044 for path in trained.iterdir())
     assert (trained / "training_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     card = (trained / "README.md").read_text()
-    assert "## Limitations" in card and "sentiq-tiny@" in card
+    assert "## Limitations" in card and read_metrics(trained)["model_id"] in card
 
 
 def test_metrics_json(trained: Path, workspace: Path, tiny_base_model_dir: Path) -> None:
     metrics = read_metrics(trained)
     assert set(metrics) == METRICS_KEYS
-    assert re.fullmatch(r"sentiq-tiny@\d{8}T\d{6}Z", metrics["model_id"])
+    assert re.fullmatch(r"bert-l2-h32-train-\d{8}-[0-9a-f]{8}", metrics["model_id"])
     assert (metrics["max_length"], metrics["truncation"]) == (64, "head_tail")
     assert metrics["labels"] == {"negative": 0, "positive": 1}
     assert metrics["data"]["train_size"] == 48
     assert metrics["data"]["validation_size"] == 16
     assert metrics["data"]["test_size"] == 40
-    assert metrics["data"]["train_sources"] == [str(workspace / "train.csv")]
+    assert metrics["data"]["train_sources"] == ["train.csv"]
     assert [row["epoch"] for row in metrics["history"]] == [1.0, 2.0]
     for row in metrics["history"]:
         assert row["train_loss"] > 0
@@ -136,7 +137,7 @@ def test_metrics_json(trained: Path, workspace: Path, tiny_base_model_dir: Path)
     assert len(metrics["train_loss_log"]) >= 2
     assert metrics["versions"]["torch"] and metrics["versions"]["transformers"]
     assert metrics["runtime"]["device"] in ("cpu", "cuda")
-    assert metrics["base_model"]["spec"] == str(tiny_base_model_dir)
+    assert metrics["base_model"]["spec"] == tiny_base_model_dir.name
 
 
 def test_loads_back_with_a_transformers_pipeline(trained: Path) -> None:
