@@ -81,9 +81,30 @@ def test_longest_stall_names_the_events_inside_it() -> None:
 
 def test_markdown_states_the_verdict_and_one_row_per_kill() -> None:
     kill = report.Event(report.SIGKILL, T0 + 2, "w0-0", jobs=("j1",), reviews=("a",))
-    text = report.markdown(summarize(["a"], [entry("a", 3)], [kill]), "python -m benchmarks.chaos")
+    exit_ = report.Event(report.WORKER_EXIT, T0 + 4, "w1-0", detail="exit code 0, 1.2s after SIGTERM")
+    text = report.markdown(summarize(["a"], [entry("a", 3)], [kill, exit_]), "python -m benchmarks.chaos")
     assert "| verdict | PASS |" in text
     assert "| worker-sigkill | w0-0 | 2.0 | 1 | 1 | 1.00 | 1.00 |  |" in text
+    assert "| exits after SIGTERM | w1-0: exit code 0, 1.2s after SIGTERM |" in text
+
+
+def test_a_planned_redis_kill_that_never_happened_makes_the_run_incomplete() -> None:
+    kill = report.Event(report.SIGKILL, T0 + 2, "w0-0")
+    planned = {report.SIGKILL: 5, report.SIGTERM: 0, report.REDIS_KILL: 1}
+    figures = report.summarize(
+        ["a"],
+        [entry("a", 1)],
+        stored=set(),
+        events=[kill],
+        started_at=T0,
+        finished_at=T0 + 5,
+        planned=planned,
+    )
+    assert figures.passed and not figures.complete
+    assert figures.missing_kills == [f"{report.REDIS_KILL}: 0 of 1"], "one SIGKILL of five is enough"
+    assert "| verdict | INCOMPLETE (kills that did not happen: redis-sigkill: 0 of 1) |" in report.markdown(
+        figures, "chaos"
+    )
 
 
 def test_quick_preset_and_plan() -> None:
@@ -122,6 +143,7 @@ def test_quick_chaos_loses_and_duplicates_nothing(tiny_model_dir: Path, tmp_path
     evidence = json.dumps({k: data[k] for k in ("lost_evidence", "duplicate_evidence")}, indent=1)[:4000]
     assert figures["reviews"] == 600
     assert figures["kills"] == {"worker SIGKILL": 1, "worker SIGTERM": 1, "redis SIGKILL": 1}
+    assert figures["complete"], data["plan_skipped"]
     assert figures["lost"] == 0, evidence
     assert figures["duplicates"] == 0, evidence
     assert result.returncode == 0, result.stdout[-4000:]

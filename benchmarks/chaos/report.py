@@ -96,20 +96,41 @@ class Figures:
     error_results: int
     errors_by_reason: dict[str, int]
     crashes: list[dict[str, Any]]
+    sigterm_exits: list[str]
     kill_recovery: list[KillFigure]
     longest_stall: Stall | None
     lost_ids: list[str]
     duplicate_ids: list[str]
+    #: Kills planned, by kind (:data:`SIGKILL`, :data:`SIGTERM`, :data:`REDIS_KILL`).
+    planned: dict[str, int]
 
     @property
     def passed(self) -> bool:
         """No review lost and none answered twice."""
         return self.lost == 0 and self.duplicates == 0
 
+    @property
+    def missing_kills(self) -> list[str]:
+        """Planned kills the run did not get to, when that makes it prove less than it claims.
+
+        Every Redis kill and SIGTERM must happen, and at least one SIGKILL: how many more fit in
+        the stream depends on how fast a replacement worker loads.
+        """
+        done = {SIGKILL: self.kills["worker SIGKILL"], SIGTERM: self.kills["worker SIGTERM"]}
+        done[REDIS_KILL] = self.kills["redis SIGKILL"]
+        wanted = {kind: self.planned.get(kind, 0) for kind in KILLS}
+        wanted[SIGKILL] = min(1, wanted[SIGKILL])
+        return [f"{kind}: {done[kind]} of {count}" for kind, count in wanted.items() if done[kind] < count]
+
+    @property
+    def complete(self) -> bool:
+        """Every kill that had to happen did."""
+        return not self.missing_kills
+
     def to_json(self) -> dict[str, Any]:
-        """A JSON-ready dict (with ``passed``)."""
+        """A JSON-ready dict (with ``passed``, ``complete`` and ``missing_kills``)."""
         data = dataclasses.asdict(self)
-        data["passed"] = self.passed
+        data.update(passed=self.passed, complete=self.complete, missing_kills=self.missing_kills)
         return data
 
 
@@ -121,6 +142,7 @@ def summarize(
     events: Sequence[Event],
     started_at: float,
     finished_at: float,
+    planned: dict[str, int] | None = None,
 ) -> Figures:
     """The figures of a run that submitted ``submitted`` between ``started_at`` and ``finished_at``.
 
@@ -160,12 +182,14 @@ def summarize(
             for event in events
             if event.kind == WORKER_CRASH
         ],
+        sigterm_exits=[f"{event.target}: {event.detail}" for event in events if event.kind == WORKER_EXIT],
         kill_recovery=[
             _kill_figure(event, final, times, started_at) for event in events if event.kind in KILLS
         ],
         longest_stall=longest_stall(times, events, started_at),
         lost_ids=lost_ids,
         duplicate_ids=duplicate_ids,
+        planned=dict(planned or {}),
     )
 
 
@@ -219,9 +243,9 @@ def markdown(figures: Figures, command: str) -> str:
     stall = figures.longest_stall
     rows = [
         ("command", f"`{command}`"),
-        ("verdict", "PASS" if figures.passed else "FAIL (lost or duplicated reviews)"),
+        ("verdict", _verdict(figures)),
         ("reviews", f"{figures.reviews:,}"),
-        ("kills", ", ".join(f"{name}: {count}" for name, count in figures.kills.items())),
+        ("kills (planned)", _kills_line(figures)),
         ("restarts", ", ".join(f"{name}: {count}" for name, count in figures.restarts.items())),
         ("lost (no final result)", str(figures.lost)),
         (
@@ -230,6 +254,7 @@ def markdown(figures: Figures, command: str) -> str:
         ),
         ("error results", _errors_line(figures)),
         ("worker crashes (exits nobody asked for)", _crashes_line(figures)),
+        ("exits after SIGTERM", "; ".join(figures.sigterm_exits) or "-"),
         ("longest stall", f"{stall.seconds:.2f} s ({stall.from_s:.1f}-{stall.to_s:.1f} s)" if stall else "-"),
         ("duration, results/s", f"{figures.duration_s:.1f} s, {figures.results_per_s:.1f}/s"),
     ]
@@ -251,11 +276,27 @@ def markdown(figures: Figures, command: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _verdict(figures: Figures) -> str:
+    if not figures.passed:
+        return "FAIL (lost or duplicated reviews)"
+    if not figures.complete:
+        return f"INCOMPLETE (kills that did not happen: {', '.join(figures.missing_kills)})"
+    return "PASS"
+
+
 def _errors_line(figures: Figures) -> str:
     if not figures.error_results:
         return "0"
     reasons = "; ".join(f"{count} x {reason[:120]}" for reason, count in figures.errors_by_reason.items())
     return f"{figures.error_results} ({reasons})"
+
+
+def _kills_line(figures: Figures) -> str:
+    planned = [figures.planned.get(kind, 0) for kind in KILLS]
+    return ", ".join(
+        f"{name}: {count} ({wanted})"
+        for (name, count), wanted in zip(figures.kills.items(), planned, strict=True)
+    )
 
 
 def _crashes_line(figures: Figures) -> str:

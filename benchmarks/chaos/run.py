@@ -1,20 +1,23 @@
-"""The chaos run: reviews stream through three workers while workers and Redis are killed.
+"""The chaos run: reviews stream through real workers while workers and Redis are killed.
 
 One private ``redis-server`` (append-only file, restarted on the same port from its data), three
-real ``python -m worker`` processes serving a tiny random BERT, and sentiq's own
+(``--workers``) real ``python -m worker`` processes serving a tiny random BERT, and sentiq's own
 :class:`~producer.Client` on the producing side. While the producer streams the reviews in at an
 even pace and waits for their results:
 
 - worker slot 0 gets SIGKILL every few seconds (preferably while it holds jobs) and is restarted;
-- worker slot 1 gets SIGTERM while it holds jobs, must finish them and exit 0, and is restarted;
+  each kill waits until the previous replacement serves, so loading a model sets the pace;
+- another worker (slot 1, else 2) gets SIGTERM while it holds jobs, must finish them and exit 0,
+  and is restarted;
 - Redis gets SIGKILL and is restarted on the same port, twice by default;
 - a worker that exits although nobody signalled it is a crash: it is recorded with its exit code
   and restarted (as ``restart: unless-stopped`` in the compose file would).
 
 The producer never has a submit in flight at the moment Redis is killed (they share a lock), so a
 submit that failed wrote nothing and is simply repeated: a duplicate result can only come from
-the workers. At the end every entry of the predictions stream is read back: a review with no
-result is lost, a review with more than one entry is a duplicate.
+the workers. Kills still planned when every review is answered are skipped (and listed). After a
+settling time for late duplicates, every entry of the predictions stream is read back: a review
+with no result is lost, a review with more than one entry is a duplicate.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from __future__ import annotations
 import argparse
 import collections
 import contextlib
+import functools
 import importlib
 import json
 import queue
@@ -42,10 +46,10 @@ from typing import Any, cast
 
 from redis import Redis
 from redis.exceptions import RedisError
-from rq import Worker
+from rq import Queue, Worker
 from rq.executions import WORKER_EXECUTIONS_KEY_TEMPLATE
 from rq.job import Job
-from rq.registry import StartedJobRegistry
+from rq.registry import FailedJobRegistry, StartedJobRegistry
 from rq.serializers import JSONSerializer
 
 from benchmarks.chaos import report
@@ -58,13 +62,14 @@ from sentiq.result_store import STREAM_FIELD_ID, STREAM_FIELD_RESULT
 from sentiq.settings import Settings, load_settings
 from tests.worker_processes import WorkerProcess
 
-SIGKILL_SLOT, SIGTERM_SLOT = 0, 1
+#: The worker slot that takes every SIGKILL; SIGTERMs go to the others.
+SIGKILL_SLOT = 0
 QUEUE_NAME = "chaos"
 #: How long a kill waits for its worker to hold a job before killing it anyway.
 BUSY_WAIT_S = 3.0
 #: A kill lands up to this long after its worker took a job (seeded random).
 KILL_JITTER_S = 0.2
-#: How long a kill waits for its worker (or all workers, before a Redis kill) to be serving.
+#: How long a kill waits for its worker to be serving.
 SERVING_WAIT_S = 120.0
 #: ``--quick``: the CI variant, one kill of each kind (under 90 s on two cores).
 QUICK: dict[str, Any] = {"reviews": 600, "submit_s": 20.0, "sigkills": 1, "sigterms": 1, "redis_restarts": 1}
@@ -90,6 +95,9 @@ class Options:
     max_batch_size: int = 64
     drain_timeout_s: float = 180.0
     seed: int = 7
+    #: Seconds to wait after the last result for late duplicates (default: heartbeat TTL plus two
+    #: maintenance intervals plus 2 s, the time a re-queued job takes to show up).
+    settle_s: float = 11.0
     model: Path | None = None
     data: Path = DEFAULT_DATA
     output: Path = REPO_ROOT / "bench-results" / "chaos"
@@ -100,6 +108,7 @@ class Options:
         SIGKILLs start 3 s in and repeat every ``sigkill_every_s`` (by default as many as fit in
         the submit window); SIGTERMs and Redis kills are spread over the window, offset from each
         other. A kill whose worker is still loading waits for it, so later ones may run late.
+        Redis kills wait for nothing: an outage can come while a worker starts.
         """
         sigkills = self.sigkills
         if sigkills is None:
@@ -135,11 +144,15 @@ class Chaos:
         # Held by the producer around each submit and by the Redis kill: no submit is in flight when
         # Redis dies, so a submit that failed wrote nothing and repeating it adds no job.
         self.submit_lock = threading.Lock()
+        # Held by a worker kill while it reads what the worker held, and by the Redis kill.
+        self.chaos_lock = threading.Lock()
         self.redis_up = threading.Event()
         self.redis_up.set()
         self.stopping = threading.Event()
+        # Every submitted review is answered: kills still to come would hit an idle system.
+        self.stream_over = threading.Event()
+        self.skipped: list[str] = []
         self.submit_done = threading.Event()
-        self.plan_done = threading.Event()
         self.new_ids: queue.Queue[list[str]] = queue.Queue()
         self.failures: list[str] = []
         self.started_at = 0.0
@@ -170,7 +183,7 @@ class Chaos:
         self.record(report.Event(report.WORKER_RESTART, time.time(), worker.name, detail=reason))
 
     def stop_all_workers(self) -> None:
-        """SIGTERM every worker still running (SIGKILL after 15 s); they finish their batch first."""
+        """SIGTERM every worker still running (SIGKILL after 30 s); they finish their batch first."""
         with self._lock:
             workers = list(self.workers.values())
             self._handled.update(worker.process.pid for worker in workers)
@@ -184,6 +197,9 @@ class Chaos:
                 worker.process.wait(timeout=max(0.1, deadline - time.monotonic()))
             worker.stop(signal.SIGKILL)
 
+    def _done(self) -> bool:
+        return self.stopping.is_set() or self.stream_over.is_set()
+
     def _serving(self, worker: WorkerProcess) -> bool:
         """Whether ``worker`` has loaded its model (ready file) and RQ has registered it in Redis."""
         if worker.name in self.served:
@@ -195,14 +211,15 @@ class Chaos:
         self.served.add(worker.name)
         return True
 
-    def _wait_serving(self, slot: int) -> bool:
-        """Wait until Redis is up and ``slot``'s worker serves: kills never land in a start-up."""
+    def _wait_serving(self, slots: Sequence[int]) -> int | None:
+        """The first of ``slots`` whose worker serves, once one does: kills never land in a start-up."""
         deadline = time.monotonic() + SERVING_WAIT_S
-        while not self.stopping.is_set() and time.monotonic() < deadline:
-            if self._serving(self.workers[slot]):
-                return True
+        while not self._done() and time.monotonic() < deadline:
+            for slot in slots:
+                if self._serving(self.workers[slot]):
+                    return slot
             self.stopping.wait(0.05)
-        return False
+        return None
 
     def _executions(self, worker: WorkerProcess) -> list[str]:
         """Ids of the jobs ``worker`` has started and not finished (RQ's per-worker execution set)."""
@@ -216,7 +233,7 @@ class Chaos:
         """Wait up to :data:`BUSY_WAIT_S` for ``worker`` to hold a job: kills should land mid-batch."""
         deadline = time.monotonic() + BUSY_WAIT_S
         key = WORKER_EXECUTIONS_KEY_TEMPLATE.format(worker.name)
-        while time.monotonic() < deadline and not self.stopping.is_set():
+        while time.monotonic() < deadline and not self._done():
             if self.control.scard(key):
                 # Somewhere into the batch (admission, forward passes, publishing), not always at
                 # its first instant.
@@ -232,13 +249,24 @@ class Chaos:
         for job in Job.fetch_many(job_ids, connection=self.control, serializer=JSONSerializer):
             if job is not None:
                 reviews += [str(review["id"]) for review in job.args[0]["reviews"]]
-                statuses[str(job.get_status(refresh=False))] += 1
+                status = job.get_status(refresh=False)
+                statuses[str(getattr(status, "value", status))] += 1
         return reviews, ", ".join(f"{count} job(s) {status}" for status, count in sorted(statuses.items()))
 
-    def kill_worker(self, slot: int, sig: signal.Signals) -> None:
-        """Signal ``slot``'s worker (once it serves, preferably mid-batch), record it, restart it."""
-        if not self._wait_serving(slot):
-            return
+    def kill_worker(self, slots: Sequence[int], sig: signal.Signals) -> bool:
+        """Signal the first serving worker of ``slots`` (preferably mid-batch), record it, restart it.
+
+        False when the stream ended (or none served) before it could.
+        """
+        while (slot := self._wait_serving(slots)) is not None:
+            with self.chaos_lock:
+                # Checked again under the lock: Redis may have gone down meanwhile.
+                if self.redis_up.is_set() and self._serving(self.workers[slot]):
+                    self._kill_worker(slot, sig)
+                    return True
+        return False
+
+    def _kill_worker(self, slot: int, sig: signal.Signals) -> None:
         worker = self.workers[slot]
         busy = self._wait_busy(worker)
         # SIGTERM: the jobs it holds now are the ones it must finish before exiting.
@@ -273,12 +301,12 @@ class Chaos:
 
     # -- redis ------------------------------------------------------------------------------
 
-    def restart_redis(self) -> None:
+    def restart_redis(self) -> bool:
         """SIGKILL Redis, leave it down, start it again on its port (from its append-only file).
 
         It does not wait for workers that are still starting: an outage can come at any time.
         """
-        with self.submit_lock:
+        with self.chaos_lock, self.submit_lock:
             started = StartedJobRegistry(QUEUE_NAME, connection=self.control, serializer=JSONSerializer)
             # cleanup=False: the harness must never do the workers' abandoned-job handling for them.
             held = started.get_job_ids(cleanup=False)
@@ -291,6 +319,7 @@ class Chaos:
         self.redis.start()
         self.redis_up.set()
         self.record(report.Event(report.REDIS_RESTART, time.time(), "redis"))
+        return True
 
     # -- threads ----------------------------------------------------------------------------
 
@@ -318,20 +347,30 @@ class Chaos:
         thread.start()
         return thread
 
-    def run_plan(self) -> None:
-        """Carry out :meth:`Options.plan` against the clock."""
-        actions: dict[str, Callable[[], None]] = {
-            report.SIGKILL: lambda: self.kill_worker(SIGKILL_SLOT, signal.SIGKILL),
-            report.SIGTERM: lambda: self.kill_worker(SIGTERM_SLOT, signal.SIGTERM),
+    def run_plan(self) -> list[threading.Thread]:
+        """Carry out :meth:`Options.plan` against the clock: one thread per kind of kill.
+
+        Separate timelines, so that a SIGKILL waiting for a replacement to load never holds back
+        a Redis kill; the chaos lock keeps a worker kill's own Redis reads out of an outage.
+        """
+        actions: dict[str, Callable[[], bool]] = {
+            report.SIGKILL: lambda: self.kill_worker([SIGKILL_SLOT], signal.SIGKILL),
+            # Any other worker, slot 1 first: one of them serves even while another restarts.
+            report.SIGTERM: lambda: self.kill_worker(range(1, self.options.workers), signal.SIGTERM),
             report.REDIS_KILL: self.restart_redis,
         }
-        try:
-            for offset, kind in self.options.plan():
-                if self.stopping.wait(max(0.0, self.started_at + offset - time.time())):
+        plan = self.options.plan()
+
+        def timeline(kind: str) -> None:
+            offsets = [offset for offset, step in plan if step == kind]
+            for index, offset in enumerate(offsets):
+                self.stopping.wait(max(0.0, self.started_at + offset - time.time()))
+                if self._done() or not actions[kind]():
+                    with self._lock:
+                        self.skipped += [f"{kind} planned at {at:.1f}s" for at in offsets[index:]]
                     return
-                actions[kind]()
-        finally:
-            self.plan_done.set()
+
+        return [self.spawn(f"plan-{kind}", functools.partial(timeline, kind)) for kind in actions]
 
     def watch_workers(self) -> None:
         """Note which workers serve; record an exit nobody asked for as a crash; restart it with Redis up."""
@@ -387,7 +426,7 @@ class Chaos:
                 with contextlib.suppress(queue.Empty):
                     while True:
                         pending.update(dict.fromkeys(self.new_ids.get_nowait()))
-                finished = self.submit_done.is_set() and self.plan_done.is_set() and self.new_ids.empty()
+                finished = self.submit_done.is_set() and self.new_ids.empty()
                 if finished and deadline is None:
                     deadline = time.monotonic() + self.options.drain_timeout_s
                 if (finished and not pending) or (deadline is not None and time.monotonic() > deadline):
@@ -427,6 +466,18 @@ class Chaos:
             if len(page) < 5_000:
                 return entries
             start = "(" + page[-1][0].decode()
+
+    def rq_state(self) -> dict[str, int]:
+        """How many jobs are still queued, in flight or failed: after a clean run, only finished ones."""
+        started = StartedJobRegistry(QUEUE_NAME, connection=self.control, serializer=JSONSerializer)
+        failed = FailedJobRegistry(QUEUE_NAME, connection=self.control, serializer=JSONSerializer)
+        queue = Queue(QUEUE_NAME, connection=self.control, serializer=JSONSerializer)
+        return {
+            "queued": queue.count,
+            "intermediate": len(queue.intermediate_queue.get_job_ids()),
+            "started": len(started.get_job_ids(cleanup=False)),
+            "failed": len(failed.get_job_ids(cleanup=False)),
+        }
 
     def evidence(
         self, review_ids: Sequence[str], entries: Sequence[report.ResultEntry]
@@ -541,10 +592,16 @@ def run(options: Options, command: str) -> tuple[report.Figures, dict[str, Any]]
         say(f"workers ready; streaming {len(ids):,} reviews over {options.submit_s:g}s:")
         chaos.spawn("watch", chaos.watch_workers)
         chaos.spawn("produce", lambda: chaos.produce(texts, ids))  # type: ignore[union-attr]
-        chaos.spawn("plan", chaos.run_plan)
+        timelines = chaos.run_plan()
         arrived = chaos.wait_for_results()
-        say(f"{len(arrived):,} of {len(ids):,} results arrived; reading the predictions stream back")
         finished_at = max(arrived.values(), default=time.time())
+        chaos.stream_over.set()
+        # A Redis outage under way ends first; then late duplicates (a job re-run after its results
+        # were published) get the time it takes to notice an abandoned job.
+        for timeline in timelines:
+            timeline.join(timeout=options.redis_down_s + SERVING_WAIT_S)
+        say(f"{len(arrived):,} of {len(ids):,} results arrived; {options.settle_s:g}s for late duplicates")
+        chaos.stopping.wait(options.settle_s)
         if chaos.failures:
             raise RuntimeError("\n".join(chaos.failures))
         entries = chaos.stream_entries()
@@ -552,7 +609,13 @@ def run(options: Options, command: str) -> tuple[report.Figures, dict[str, Any]]
             stored = set(client.fetch(ids))
         events = sorted(chaos.events, key=lambda event: event.at)
         figures = report.summarize(
-            ids, entries, stored=stored, events=events, started_at=chaos.started_at, finished_at=finished_at
+            ids,
+            entries,
+            stored=stored,
+            events=events,
+            started_at=chaos.started_at,
+            finished_at=finished_at,
+            planned=collections.Counter(kind for _, kind in options.plan()),
         )
         output.mkdir(parents=True, exist_ok=True)
         report.write_timeline(entries, events, chaos.started_at, output / "chaos.png")
@@ -567,6 +630,8 @@ def run(options: Options, command: str) -> tuple[report.Figures, dict[str, Any]]
                 "submit_retries_during_outages": chaos.submit_retries,
                 "result_waits_interrupted_by_outages": chaos.wait_interruptions,
             },
+            "plan_skipped": sorted(chaos.skipped),
+            "rq_at_end": chaos.rq_state(),
             "lost_evidence": chaos.evidence(figures.lost_ids, entries),
             "duplicate_evidence": chaos.evidence(figures.duplicate_ids, entries),
             "events": [
@@ -623,6 +688,7 @@ def parse_options(argv: Sequence[str] | None) -> Options:
     parser.add_argument(
         "--drain-timeout-s", type=float, default=defaults.drain_timeout_s, help="wait for the last results"
     )
+    parser.add_argument("--settle-s", type=float, help="wait after the last result for late duplicates")
     parser.add_argument("--seed", type=int, default=defaults.seed, help="seed of where in a batch kills land")
     parser.add_argument("--model", type=Path, help="model folder (default: a tiny random BERT built now)")
     parser.add_argument("--data", type=Path, default=defaults.data, help="CSV with a review column")
@@ -651,6 +717,9 @@ def parse_options(argv: Sequence[str] | None) -> Options:
         max_batch_size=args.max_batch_size,
         drain_timeout_s=args.drain_timeout_s,
         seed=args.seed,
+        settle_s=args.settle_s
+        if args.settle_s is not None
+        else args.heartbeat_ttl_s + 2 * args.maintenance_interval_s + 2,
         model=args.model,
         data=args.data,
         output=args.output,
@@ -676,4 +745,4 @@ def main(argv: Sequence[str] | None = None) -> int:
     print()
     print(report.markdown(figures, command))
     print(f"wrote {options.output / 'chaos.json'}, chaos.md, chaos.png and logs/")
-    return 0 if figures.passed else 1
+    return 0 if figures.passed and figures.complete else 1
