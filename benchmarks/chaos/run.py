@@ -230,15 +230,23 @@ class Chaos:
         return sorted({member.decode().rsplit(":", 1)[0] for member in members})
 
     def _wait_busy(self, worker: WorkerProcess) -> bool:
-        """Wait up to :data:`BUSY_WAIT_S` for ``worker`` to hold a job: kills should land mid-batch."""
+        """Wait up to :data:`BUSY_WAIT_S` for ``worker`` to hold a job: kills should land mid-batch.
+
+        The first time it holds one, the kill waits a random bit longer so that it lands anywhere
+        in the batch (admission, forward passes, publishing); if the batch is over by then, the
+        kill lands as soon as the next one starts.
+        """
         deadline = time.monotonic() + BUSY_WAIT_S
         key = WORKER_EXECUTIONS_KEY_TEMPLATE.format(worker.name)
+        jittered = False
         while time.monotonic() < deadline and not self._done():
             if self.control.scard(key):
-                # Somewhere into the batch (admission, forward passes, publishing), not always at
-                # its first instant.
+                if jittered:
+                    return True
                 time.sleep(self.random.uniform(0.0, KILL_JITTER_S))
-                return True
+                jittered = True
+                if self.control.scard(key):
+                    return True
             time.sleep(0.002)
         return False
 
