@@ -1,0 +1,134 @@
+"""``producer.status`` and ``sentiq.worker_info``: the snapshot behind ``python -m producer status``."""
+
+from __future__ import annotations
+
+import io
+import json
+import signal
+import time
+from pathlib import Path
+
+import pytest
+from redis import Redis
+from rq import Queue
+from rq.serializers import JSONSerializer
+
+from producer import Client
+from producer.status import count_results, gather_status, render_text, watch
+from sentiq.contract import CLASSIFY_TASK, result_key
+from sentiq.settings import Settings
+from sentiq.worker_info import (
+    RATE_WINDOW_S,
+    ThroughputWindow,
+    WorkerInfo,
+    WorkerInfoPublisher,
+    read_worker_infos,
+    worker_info_key,
+)
+from tests.worker_processes import running_workers
+
+
+def test_throughput_window_counts_the_last_minute_only() -> None:
+    window = ThroughputWindow()
+    window.add(120, at=1_000.2)
+    window.add(60, at=1_030.9)
+    assert window.reviews_since(1_031.0) == 180
+    assert window.rate(1_031.0) == pytest.approx(3.0)
+    # A minute after the first batch only the second is left; after two minutes, nothing.
+    assert window.rate(1_000 + RATE_WINDOW_S + 0.5) == pytest.approx(1.0)
+    assert window.rate(1_200.0) == 0.0
+    # A worker that started 10 s ago is measured over its 10 s, not a minute.
+    assert window.rate(1_031.0, started_at=1_021.0) == pytest.approx(6.0)
+    window.prune(1_200.0)
+    assert window.buckets == {}
+    assert ThroughputWindow.from_json(b"not json").buckets == {}
+    assert ThroughputWindow.from_json(window.to_json()).buckets == {}
+
+
+def test_a_worker_record_round_trips_and_expires(settings: Settings, redis_client: Redis) -> None:
+    prefix = settings.queue.key_prefix
+    info = WorkerInfo(
+        name="w-info", host="box", pid=42, model="tiny@1", device="cpu", dtype="float32", engine="torch 2"
+    )
+    info.started_at = time.time() - 120
+    publisher = WorkerInfoPublisher(redis_client, prefix, info, ttl_s=30)
+    publisher.record(10)
+    # Within a second of the last write only the counts move: one write a second at most.
+    publisher.record(5)
+    stored = read_worker_infos(redis_client, prefix, ["w-info", "w-none"])
+    assert list(stored) == ["w-info"]
+    assert stored["w-info"].reviews_total == 10
+    publisher.publish()
+    read = read_worker_infos(redis_client, prefix, ["w-info"])["w-info"]
+    assert (read.host, read.pid, read.model, read.device, read.reviews_total) == (
+        "box",
+        42,
+        "tiny@1",
+        "cpu",
+        15,
+    )
+    assert read.reviews_per_second(time.time()) == pytest.approx(15 / RATE_WINDOW_S)
+    assert 0 < redis_client.ttl(worker_info_key(prefix, "w-info")) <= 30
+    publisher.remove()
+    assert read_worker_infos(redis_client, prefix, ["w-info"]) == {}
+
+
+def test_status_shows_the_real_queue_and_workers(
+    settings: Settings, redis_client: Redis, tmp_path: Path
+) -> None:
+    settings = settings.model_copy(
+        update={"producer": settings.producer.model_copy(update={"reviews_per_job": 8})}
+    )
+    name, prefix = settings.queue.name, settings.queue.key_prefix
+    with running_workers(settings, tmp_path, 1) as (worker,), Client.from_settings(settings) as client:
+        ids = client.submit([f"Review number {index}, rather good." for index in range(40)])
+        client.results(ids, timeout=60)
+        busy = gather_status(redis_client, [name], prefix)
+    assert worker.stop(signal.SIGTERM) == 0
+    queue = Queue(name, connection=redis_client, serializer=JSONSerializer)
+    for index in range(2):
+        queue.enqueue(CLASSIFY_TASK, {"v": 1, "reviews": [{"id": f"late-{index}", "text": "Good."}]})
+    time.sleep(0.05)
+    idle = gather_status(redis_client, [name], prefix)
+
+    (queue_status,) = busy.queues
+    assert (queue_status.name, queue_status.queued, queue_status.started) == (name, 0, 0)
+    assert queue_status.finished == 5 and queue_status.failed == 0 and queue_status.workers == 1
+    (shown,) = [w for w in busy.workers if w.name == worker.name]
+    assert shown.pid == worker.process.pid and shown.host
+    assert shown.state == "idle" and name in shown.queues
+    assert shown.heartbeat_age_s is not None and shown.heartbeat_age_s < 60
+    assert busy.store.stream_length == 40
+    assert (busy.store.results, busy.store.results_exact) == (40, True)
+
+    (queue_after,) = idle.queues
+    assert (queue_after.queued, queue_after.workers) == (2, 0)
+    assert queue_after.oldest_queued_s is not None and queue_after.oldest_queued_s >= 0.05
+    assert all(w.name != worker.name for w in idle.workers)
+
+    as_json = json.loads(busy.to_json())
+    assert as_json["queues"][0]["finished"] == 5 and as_json["store"]["stream_length"] == 40
+    text = render_text(busy)
+    assert name in text and worker.name in text and "40 results" in text
+
+
+def test_results_are_counted_exactly_or_as_a_lower_bound(settings: Settings, redis_client: Redis) -> None:
+    prefix = settings.queue.key_prefix
+    redis_client.mset({result_key(prefix, f"r{index}"): "{}" for index in range(30)})
+    assert count_results(redis_client, prefix) == (30, True)
+    found, exact = count_results(redis_client, prefix, scan_limit=1)
+    assert found <= 30
+    assert exact == (redis_client.dbsize() <= 1_000)
+
+
+def test_watch_redraws_a_terminal_and_appends_to_a_pipe() -> None:
+    for clear, expected in (
+        (True, "\x1b[H\x1b[2Jview 1\n\x1b[H\x1b[2Jview 2\n"),
+        (False, "view 1\nview 2\n"),
+    ):
+        views = iter(["view 1", "view 2", "view 3"])
+        pauses: list[float] = []
+        out = io.StringIO()
+        watch(views.__next__, out, 2.0, clear=clear, iterations=2, sleep=pauses.append)
+        assert out.getvalue() == expected
+        assert pauses == [2.0]
