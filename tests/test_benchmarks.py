@@ -1,4 +1,4 @@
-"""The throughput benchmark runs end to end and writes its report (numbers are not asserted)."""
+"""The throughput benchmark: its report layout, its helpers, and whole runs with tiny counts."""
 
 from __future__ import annotations
 
@@ -6,36 +6,166 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from benchmarks import report
+from benchmarks.gpu_utilisation import sample_gpu, summarize
+from benchmarks.latency import percentile
 from tests.conftest import REPO_ROOT
 
 
-@pytest.mark.slow
-def test_throughput_benchmark_writes_its_report(tiny_model_dir: Path, tmp_path: Path, redis_url: str) -> None:
-    result = subprocess.run(
-        [
-            sys.executable, "-m", "benchmarks",
-            "--model", str(tiny_model_dir),
-            "--count", "24",
-            "--workers", "1",
-            "--redis-url", redis_url,
-            "--output", str(tmp_path),
+def _timing(way: str, reviews: int, seconds: float) -> dict[str, Any]:
+    return {"way": way, "reviews": reviews, "seconds": seconds, "reviews_per_second": reviews / seconds}
+
+
+def _results() -> dict[str, Any]:
+    machine = {
+        "cpu": "Test CPU",
+        "cores": 2,
+        "cpu_flags": {"avx2": True, "amx_bf16": False},
+        "load_average_1m": 1.0,
+    }
+    b_best = _timing("B sentiq bfloat16 bs 16", 100, 2.0)
+    return {
+        "device": "cpu",
+        "date": "2026-11-28",
+        "command": "python -m benchmarks",
+        "machine": machine,
+        "queue_ceiling": {**_timing("ceiling", 4000, 8.0), "ms_per_review": 2.0, "max_length": 32},
+        "models": [
+            {
+                "model": "tinybert-shape",
+                "A": _timing("A pipeline per review (float32)", 50, 5.0),
+                "B_variants": [_timing("B sentiq float32 bs 16", 100, 4.0), b_best],
+                "B": b_best,
+                "C": _timing("C redis, 1 worker (bfloat16)", 100, 2.5),
+                "C/B": 0.8,
+                "C/A": 4.0,
+            }
         ],
+        "latency": [
+            {
+                "model": "tinybert-shape",
+                "load": "idle",
+                "reviews": 20,
+                "sent_rate": 4.0,
+                "p50_ms": 31.0,
+                "p99_ms": 70.0,
+                "max_ms": 72.0,
+                "in_process": {"p50_ms": 20.0},
+            }
+        ],
+        "memory": {"A/B/C tinybert-shape": {"worker": [512.0], "benchmark": 700.0}},
+    }
+
+
+def test_markdown_reports_ceiling_abc_ratios_latency_and_memory() -> None:
+    text = report.markdown(_results())
+    ceiling_row = "| queue ceiling | near-zero (1 layer, hidden 16, 32 tokens) | C, 1 worker | 4000 | 8.00 |"
+    assert ceiling_row + " **500.0** | 2.000 ms/review |" in text
+    assert "| A | tinybert-shape | pipeline per review (float32) | 50 | 5.00 | 10.0 | |" in text
+    assert "in-process sentiq bfloat16 bs 16 (best)" in text
+    assert "in-process sentiq float32 bs 16 |" in text
+    assert "**40.0** | C/B 0.80, C/A 4.00 |" in text
+    # p50 31 ms against 20 ms in-process: an 11 ms gap.
+    assert "| 31.0 | 70.0 | 72.0 | 20.0 | 11.0 |" in text
+    assert "| A/B/C tinybert-shape | 512 | 700 |" in text
+    assert "avx2 yes, amx_bf16 no" in text
+
+
+def test_report_writes_json_markdown_and_chart(tmp_path: Path) -> None:
+    paths = report.write_all(_results(), tmp_path)
+    assert [path.name for path in paths] == ["bench.json", "bench.md", "bench.png"]
+    assert json.loads(paths[0].read_text())["models"][0]["C/B"] == 0.8
+    assert paths[2].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_percentile_is_nearest_rank() -> None:
+    values = [float(v) for v in range(1, 101)]
+    assert percentile(values, 0.5) == 50.0
+    assert percentile(values, 0.99) == 99.0
+    assert percentile([7.0], 0.99) == 7.0
+
+
+def test_gpu_summary_reads_nvidia_smi_lines_and_skips_the_rest() -> None:
+    summary = summarize("10, 500\n90, 700\n[N/A], 1\n\n")
+    assert summary == {
+        "samples": 2,
+        "utilisation_mean_pct": 50.0,
+        "utilisation_max_pct": 90,
+        "memory_used_max_mib": 700,
+    }
+    with sample_gpu("cpu") as on_cpu:
+        pass
+    assert on_cpu == {}
+
+
+def test_gpu_check_script_parses() -> None:
+    script = REPO_ROOT / "benchmarks" / "gpu_check.sh"
+    result = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+    usage = subprocess.run(["bash", str(script), "nonsense"], capture_output=True, text=True, check=False)
+    assert usage.returncode == 2 and "usage" in usage.stderr
+
+
+def _run_module(module: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """``python -m module args`` from the repo root; fails the test with its stderr's tail if it fails."""
+    result = subprocess.run(
+        [sys.executable, "-m", module, *args],
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,
         timeout=600,
         check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+@pytest.mark.slow
+def test_benchmark_run_writes_every_section(tmp_path: Path, redis_url: str) -> None:
+    result = _run_module(
+        "benchmarks",
+        "--device", "cpu",
+        "--models", "tinybert-shape",
+        "--count", "12",
+        "--pipeline-count", "4",
+        "--ceiling-count", "48",
+        "--dtypes", "float32",
+        "--batch-sizes", "4",
+        "--latency-seconds", "1",
+        "--latency-idle-rate", "10",
+        "--latency-models", "near-zero",
+        "--redis-url", redis_url,
+        "--output", str(tmp_path),
     )  # fmt: skip
-    assert result.returncode == 0, result.stderr
-    report = json.loads((tmp_path / "throughput.json").read_text())
-    assert report["reviews"] == 24
-    assert report["baseline"] == "pipeline per review (float32)"
-    ways = set(report["reviews_per_second"])
-    assert {"pipeline per review (float32)", "in-process batched (float32)"} <= ways
-    assert any(way.startswith("redis, 1 worker(s) x ") for way in ways)
-    assert all(rate > 0 for rate in report["reviews_per_second"].values())
-    assert (tmp_path / "throughput.png").stat().st_size > 0
-    assert "reviews/s" in result.stdout
+    results = json.loads((tmp_path / "bench.json").read_text())
+    ceiling = results["queue_ceiling"]
+    assert ceiling["reviews"] == 48 and ceiling["reviews_per_second"] > 0 and ceiling["worker_peak_rss_mib"]
+    (model,) = results["models"]
+    assert model["A"]["reviews"] == 4
+    assert [b["way"] for b in model["B_variants"]] == ["B sentiq float32 bs 4", "B hf float32 bs 4"]
+    assert model["C"]["reviews"] == 12 and model["C/B"] > 0 and model["C/A"] > 0
+    loads = [entry["load"] for entry in results["latency"]]
+    assert loads[0] == "idle" and loads[1].startswith("half of C") and len(loads) == 2
+    assert all(entry["p99_ms"] >= entry["p50_ms"] > 0 for entry in results["latency"])
+    assert results["machine"]["cores"] >= 1 and "avx2" in results["machine"]["cpu_flags"]
+    assert (tmp_path / "bench.png").stat().st_size > 0
+    assert "| queue ceiling |" in result.stdout and "C/B" in result.stdout
+
+
+@pytest.mark.slow
+def test_queue_profile_ranks_the_worker_and_client_steps(tmp_path: Path, redis_url: str) -> None:
+    _run_module(
+        "benchmarks.profile_queue", "--count", "64", "--redis-url", redis_url, "--output", str(tmp_path)
+    )
+    profile = json.loads((tmp_path / "profile.json").read_text())
+    worker_steps = {row["step"]: row for row in profile["worker"]["steps"]}
+    # The profile starts after the warm-up, so it holds exactly the 64 profiled reviews.
+    assert worker_steps["  tokenization: clean + tokenize each review + truncate"]["calls"] == 64
+    assert worker_steps["publish results (SET + XADD, publish_once)"]["calls"] >= 1
+    assert profile["worker"]["redis_round_trips"] > 0
+    client_steps = {row["step"]: row for row in profile["client"]["steps"]}
+    assert client_steps["results: parse predictions (Prediction.from_json)"]["calls"] == 64

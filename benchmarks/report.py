@@ -1,0 +1,146 @@
+"""The benchmark report: the printed summary, ``bench.md``, ``bench.json`` and ``bench.png``.
+
+Pure functions over the results dictionary that :mod:`benchmarks.suite` builds, so the layout
+can be tested without running anything.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from benchmarks.machine import flags_line
+
+
+def _rate(entry: dict[str, Any]) -> str:
+    return f"{entry['reviews_per_second']:,.1f}"
+
+
+def _mib(values: Any) -> str:
+    if not values:
+        return "n/a"
+    if isinstance(values, list):
+        return " / ".join(f"{value:,.0f}" for value in values)
+    return f"{values:,.0f}"
+
+
+def _row(*cells: object) -> str:
+    return "| " + " | ".join(str(cell) for cell in cells) + " |"
+
+
+def markdown(results: dict[str, Any]) -> str:
+    """Markdown tables: throughput (ceiling, A/B/C per model with ratios), latency, memory."""
+    lines = [
+        f"### sentiq benchmark ({results['device']}; {results['date']})",
+        "",
+        f"Machine: {flags_line(results['machine'])}.  ",
+        f"Command: `{results['command']}`",
+        "",
+        "| what | model | way | reviews | seconds | reviews/s | ratio |",
+        "| --- | --- | --- | ---: | ---: | ---: | --- |",
+    ]
+    ceiling = results.get("queue_ceiling")
+    if ceiling:
+        lines.append(
+            f"| queue ceiling | near-zero (1 layer, hidden 16, {ceiling.get('max_length', '?')} tokens) "
+            f"| C, 1 worker | {ceiling['reviews']} | "
+            f"{ceiling['seconds']:.2f} | **{_rate(ceiling)}** | {ceiling['ms_per_review']:.3f} ms/review |"
+        )
+    for model in results.get("models", []):
+        name = model["model"]
+        if "A" in model:
+            a = model["A"]
+            lines.append(
+                f"| A | {name} | {a['way'][2:]} | {a['reviews']} | {a['seconds']:.2f} | {_rate(a)} | |"
+            )
+        for b in model["B_variants"]:
+            best = " (best)" if b["way"] == model["B"]["way"] else ""
+            way = f"in-process {b['way'][2:]}{best}"
+            lines.append(_row("B", name, way, b["reviews"], f"{b['seconds']:.2f}", _rate(b), ""))
+        c = model["C"]
+        ratios = f"C/B {model['C/B']:.2f}" + (f", C/A {model['C/A']:.2f}" if "C/A" in model else "")
+        lines.append(
+            _row("C", name, c["way"][2:], c["reviews"], f"{c['seconds']:.2f}", f"**{_rate(c)}**", ratios)
+        )
+    latency = results.get("latency", [])
+    if latency:
+        lines += [
+            "",
+            "| latency | model | load | reviews | sent/s | p50 ms | p99 ms | max ms "
+            "| one review in-process p50 ms | p50 gap ms |",
+            "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for entry in latency:
+            in_process = entry["in_process"]["p50_ms"]
+            lines.append(
+                f"| submit to result | {entry['model']} | {entry['load']} | {entry['reviews']} | "
+                f"{entry['sent_rate']:.1f} | {entry['p50_ms']:.1f} | {entry['p99_ms']:.1f} | "
+                f"{entry['max_ms']:.1f} | {in_process:.1f} | {entry['p50_ms'] - in_process:.1f} |"
+            )
+    lines += ["", "| peak memory (RSS, MiB) | worker process | benchmark process |", "| --- | ---: | ---: |"]
+    for name, entry in results.get("memory", {}).items():
+        lines.append(f"| {name} | {_mib(entry.get('worker'))} | {_mib(entry.get('benchmark'))} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_chart(results: dict[str, Any], path: Path) -> None:
+    """Reviews per second per way and model (log scale), and latency p50/p99, side by side."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names: list[str] = []
+    rates: list[float] = []
+    colors: list[str] = []
+    palette = {"A": "#999999", "B": "#4c72b0", "C": "#dd8452", "ceiling": "#55a868"}
+    ceiling = results.get("queue_ceiling")
+    if ceiling:
+        names.append("queue ceiling (near-zero model), C")
+        rates.append(ceiling["reviews_per_second"])
+        colors.append(palette["ceiling"])
+    for model in results.get("models", []):
+        for key in ("A", "B", "C"):
+            if key in model:
+                names.append(f"{model['model']}: {model[key]['way']}")
+                rates.append(model[key]["reviews_per_second"])
+                colors.append(palette[key])
+    latency = results.get("latency", [])
+    fig, axes = plt.subplots(1, 2 if latency else 1, figsize=(13 if latency else 8, 0.45 * len(names) + 1.8))
+    ax = axes[0] if latency else axes
+    bars = ax.barh(names, rates, color=colors)
+    ax.bar_label(bars, labels=[f"{rate:,.0f}/s" for rate in rates], padding=3, fontsize=8)
+    ax.set_xscale("log")
+    ax.set_xlabel("reviews per second (log scale, higher is better)")
+    ax.set_title(f"throughput on {results['device']}", fontsize=10)
+    ax.invert_yaxis()
+    ax.tick_params(axis="y", labelsize=8)
+    if latency:
+        labels = [f"{entry['model']}, {entry['load']}" for entry in latency]
+        positions = range(len(labels))
+        lat_ax = axes[1]
+        lat_ax.barh([p - 0.2 for p in positions], [e["p50_ms"] for e in latency], 0.4, label="p50")
+        lat_ax.barh([p + 0.2 for p in positions], [e["p99_ms"] for e in latency], 0.4, label="p99")
+        lat_ax.scatter(
+            [e["in_process"]["p50_ms"] for e in latency], list(positions), color="black", marker="|", s=200,
+            label="one review in-process", zorder=3,
+        )  # fmt: skip
+        lat_ax.set_yticks(list(positions), labels, fontsize=8)
+        lat_ax.set_xlabel("ms from submit to result (lower is better)")
+        lat_ax.set_title("latency, single reviews at a steady rate", fontsize=10)
+        lat_ax.invert_yaxis()
+        lat_ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_all(results: dict[str, Any], folder: Path, stem: str = "bench") -> list[Path]:
+    """Write ``stem``.json, .md and .png into ``folder``; returns their paths."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = [folder / f"{stem}.json", folder / f"{stem}.md", folder / f"{stem}.png"]
+    paths[0].write_text(json.dumps(results, indent=2), encoding="utf-8")
+    paths[1].write_text(markdown(results), encoding="utf-8")
+    write_chart(results, paths[2])
+    return paths

@@ -1,0 +1,271 @@
+"""``python -m benchmarks`` (``make bench``): the whole throughput benchmark in one run.
+
+1. Queue ceiling: a near-zero model (1 layer, hidden 16, 32 tokens kept), one worker, N reviews
+   submit to last result: reviews/s and ms of queue path per review.
+2. A/B/C for the TinyBERT shape (4 layers, hidden 312, random weights, real BERT vocabulary) and
+   the bundled MiniLM, at max length 300 (see :mod:`benchmarks.throughput`).
+3. Latency: single reviews at a steady rate (idle, and at half of C's rate), p50/p99 submit to
+   result, next to one review classified in-process.
+4. Peak memory (RSS) of the worker processes and of this process.
+
+Prints the tables and writes ``bench.json``, ``bench.md`` and ``bench.png`` into ``--output``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import shlex
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from benchmarks import report
+from benchmarks.latency import one_review_in_process, steady_latencies
+from benchmarks.machine import describe_machine, flags_line, peak_rss_mib, reset_peak_rss
+from benchmarks.model_folders import (
+    NEAR_ZERO_MAX_LENGTH,
+    bundled_model_folder,
+    near_zero_folder,
+    tinybert_shape_folder,
+)
+from benchmarks.queue_ceiling import measure_ceiling
+from benchmarks.serving import serving
+from benchmarks.throughput import DEFAULT_DATA, REPO_ROOT, Variant, bench_model, load_reviews
+from sentiq.embedded_redis import EmbeddedRedis
+
+MODELS = ("tinybert-shape", "minilm")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line; ``--scale`` multiplies every review count at once."""
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks",
+        description=__doc__.split("\n\n")[0] if __doc__ else None,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (B, C and latency)")
+    parser.add_argument("--models", nargs="*", choices=MODELS, default=list(MODELS), help="A/B/C models")
+    parser.add_argument(
+        "--model", type=Path, action="append", default=[], help="also run A/B/C on this folder"
+    )
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="CSV with a review column")
+    parser.add_argument("--max-length", type=int, default=300, help="tokens, for the built model folders")
+    parser.add_argument("--scale", type=float, default=1.0, help="multiply every review count")
+    parser.add_argument("--count", type=int, default=192, help="reviews for B and C")
+    parser.add_argument("--pipeline-count", type=int, default=64, help="reviews for A (0 skips A)")
+    parser.add_argument(
+        "--ceiling-count", type=int, default=4000, help="reviews for the queue ceiling (0 skips)"
+    )
+    parser.add_argument(
+        "--ceiling-max-length",
+        type=int,
+        default=NEAR_ZERO_MAX_LENGTH,
+        help="tokens the near-zero model keeps (the whole review is still tokenized)",
+    )
+    parser.add_argument("--ceiling-repeats", type=int, default=1, help="ceiling runs; the best is kept")
+    parser.add_argument(
+        "--dtypes",
+        nargs="*",
+        help="B's dtypes (default: float32, plus bfloat16 where native; bf16/fp16 on cuda)",
+    )
+    parser.add_argument(
+        "--batch-sizes", type=int, nargs="*", help="B's batch sizes (default: 16 64; GPU: 64 256 512)"
+    )
+    parser.add_argument("--worker-dtype", default="auto", help="C's worker dtype (auto: as a worker chooses)")
+    parser.add_argument(
+        "--worker-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="extra worker setting, repeatable",
+    )
+    parser.add_argument("--latency-seconds", type=float, default=8.0, help="length of each latency run")
+    parser.add_argument(
+        "--latency-idle-rate", type=float, default=4.0, help="reviews/s of the idle latency run"
+    )
+    parser.add_argument(
+        "--latency-models",
+        nargs="*",
+        default=["near-zero", "tinybert-shape"],
+        choices=["near-zero", *MODELS],
+        help="models whose latency is measured (none skips)",
+    )
+    parser.add_argument("--redis-url", help="use this Redis instead of a private redis-server")
+    parser.add_argument("--output", type=Path, default=REPO_ROOT / "bench-results")
+    return parser
+
+
+def default_variants(device: str, dtypes: Sequence[str] | None, sizes: Sequence[int] | None) -> list[Variant]:
+    """B's grid: every dtype with the worker's engine at each batch size, plain HF at the largest."""
+    from worker.device import cpu_has_fast_bf16
+
+    if not dtypes:
+        if device.startswith("cuda"):
+            dtypes = ["bfloat16", "float16"]
+        else:
+            dtypes = ["float32", "bfloat16"] if cpu_has_fast_bf16() else ["float32"]
+    if not sizes:
+        sizes = [64, 256, 512] if device.startswith("cuda") else [16, 64]
+    grid = [Variant("sentiq", dtype, size) for dtype in dtypes for size in sizes]
+    grid += [Variant("hf", dtype, max(sizes)) for dtype in dtypes]
+    return grid
+
+
+def resolve_worker_dtype(requested: str, device: str) -> str:
+    """What a worker started with ``requested`` runs on ``device``."""
+    import torch
+
+    from worker.device import choose_dtype, cpu_has_fast_bf16
+
+    cuda = device.startswith("cuda")
+    return choose_dtype(
+        requested,
+        device,
+        cuda_bf16=cuda and torch.cuda.is_bf16_supported(),
+        cpu_bf16_fast=cpu_has_fast_bf16(),
+    )
+
+
+def _scaled(count: int, scale: float) -> int:
+    return 0 if count <= 0 else max(2, round(count * scale))
+
+
+def run(args: argparse.Namespace, redis_url: str, scratch: Path) -> dict[str, Any]:
+    """Every part of the benchmark; returns the results dictionary the report is built from."""
+    device = args.device
+    worker_env = dict(item.split("=", 1) for item in args.worker_env)
+    worker_dtype = resolve_worker_dtype(args.worker_dtype, device)
+    count = _scaled(args.count, args.scale)
+    texts = load_reviews(args.data, max(count, _scaled(args.ceiling_count, args.scale), 200))
+    machine = describe_machine(device)
+    print(f"machine: {flags_line(machine)}", file=sys.stderr)
+    results: dict[str, Any] = {
+        "device": device,
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "command": "python -m benchmarks " + shlex.join(sys.argv[1:]),
+        "machine": machine,
+        "worker_dtype": worker_dtype,
+        "worker_env": worker_env,
+        "models": [],
+        "latency": [],
+        "memory": {},
+    }
+    folders: dict[str, Path] = {}
+
+    def folder(name: str) -> Path:
+        if name not in folders:
+            target = scratch / name
+            if name == "near-zero":
+                folders[name] = near_zero_folder(target, texts[:500], args.ceiling_max_length)
+            elif name == "tinybert-shape":
+                folders[name] = tinybert_shape_folder(target, args.max_length)
+            else:
+                folders[name] = bundled_model_folder(target, args.max_length)
+        return folders[name]
+
+    ceiling_count = _scaled(args.ceiling_count, args.scale)
+    if ceiling_count:
+        print(f"queue ceiling: {ceiling_count} reviews, near-zero model ...", file=sys.stderr)
+        ceiling = measure_ceiling(
+            folder("near-zero"),
+            texts[:ceiling_count],
+            redis_url,
+            device=device,
+            repeats=args.ceiling_repeats,
+            worker_env=worker_env,
+        )
+        results["queue_ceiling"] = {**ceiling, "max_length": args.ceiling_max_length}
+        results["memory"]["queue ceiling (near-zero)"] = {"worker": ceiling["worker_peak_rss_mib"]}
+
+    variants = default_variants(device, args.dtypes, args.batch_sizes)
+    pipeline_texts = texts[: _scaled(args.pipeline_count, args.scale)]
+    to_run = [(name, folder(name)) for name in args.models] + [(path.name, path) for path in args.model]
+    for name, model_dir in to_run:
+        reset_peak_rss()
+        entry = bench_model(
+            name,
+            model_dir,
+            texts[:count],
+            pipeline_texts=pipeline_texts,
+            variants=variants,
+            redis_url=redis_url,
+            device=device,
+            worker_dtype=args.worker_dtype,
+            worker_env=worker_env,
+        )
+        entry["C"]["way"] = f"C redis, 1 worker ({worker_dtype})"
+        results["models"].append(entry)
+        results["memory"][f"A/B/C {name}"] = {
+            "worker": entry["C"]["worker_peak_rss_mib"],
+            "benchmark": entry["benchmark_peak_rss_mib"],
+        }
+
+    rates = {entry["model"]: entry["C"]["reviews_per_second"] for entry in results["models"]}
+    if "queue_ceiling" in results:
+        rates["near-zero"] = results["queue_ceiling"]["reviews_per_second"]
+    for name in args.latency_models:
+        results["latency"] += measure_latency(
+            name=name,
+            model_dir=folder(name),
+            texts=texts,
+            redis_url=redis_url,
+            args=args,
+            worker_dtype=worker_dtype,
+            c_rate=rates.get(name),
+            worker_env=worker_env,
+        )
+        results["memory"][f"latency {name}"] = {"worker": results["latency"][-1]["worker_peak_rss_mib"]}
+    results["memory"]["benchmark process, whole run"] = {"benchmark": peak_rss_mib()}
+    return results
+
+
+def measure_latency(
+    *,
+    name: str,
+    model_dir: Path,
+    texts: Sequence[str],
+    redis_url: str,
+    args: argparse.Namespace,
+    worker_dtype: str,
+    c_rate: float | None,
+    worker_env: dict[str, str],
+) -> list[dict[str, Any]]:
+    """Idle and half-of-C latency runs for one model, each next to one review in-process."""
+    dtype = "float32" if name == "near-zero" else worker_dtype
+    in_process = one_review_in_process(model_dir, texts, device=args.device, dtype=dtype)
+    loads = [("idle", args.latency_idle_rate)]
+    if c_rate:
+        loads.append((f"half of C ({c_rate / 2:.0f}/s)", c_rate / 2))
+    entries = []
+    print(f"latency: {name} ...", file=sys.stderr)
+    with serving(model_dir, redis_url, device=args.device, dtype=dtype, worker_env=worker_env) as run:
+        for load, rate in loads:
+            count = max(10, round(rate * args.latency_seconds * args.scale))
+            measured = steady_latencies(run, texts, rate, count)
+            entries.append({"model": name, "load": load, **measured, "in_process": in_process})
+    for entry in entries:
+        entry["worker_peak_rss_mib"] = run.worker_peak_rss_mib
+    return entries
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run everything, print the tables, write the report; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    if any("=" not in item for item in args.worker_env):
+        print("error: --worker-env takes NAME=VALUE", file=sys.stderr)
+        return 2
+    server = None if args.redis_url else EmbeddedRedis().start()
+    try:
+        with tempfile.TemporaryDirectory(prefix="sentiq-bench-") as scratch:
+            results = run(args, args.redis_url or server.url, Path(scratch))  # type: ignore[union-attr]
+    finally:
+        if server is not None:
+            server.stop()
+    print()
+    print(report.markdown(results))
+    paths = report.write_all(results, args.output)
+    print("wrote " + ", ".join(str(path) for path in paths))
+    return 0
