@@ -51,8 +51,10 @@ def record_one_batch(metrics: WorkerMetrics) -> None:
         batch_seconds=0.25,
     )
     metrics.observe_queue_waits([0.01, 3.0, None])
-    metrics.job_refused(reviews_answered=5)
-    metrics.job_failed(reviews_answered=1)
+    metrics.job_refused()
+    metrics.job_reviews_answered_with_errors(5)
+    metrics.job_failed()
+    metrics.job_reviews_answered_with_errors(1)
     metrics.job_retried()
     metrics.redis_reconnect("publish results")
     metrics.redis_reconnect("publish results")

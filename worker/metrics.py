@@ -241,15 +241,17 @@ class WorkerMetrics:
             if wait is not None:
                 self.queue_wait.observe(wait)
 
-    def job_refused(self, reviews_answered: int = 0) -> None:
-        """A job was refused; ``reviews_answered`` of its reviews got an error result."""
+    def job_refused(self) -> None:
+        """A job was refused without running."""
         self.jobs_refused.inc()
-        self.reviews_failed.labels("job").inc(reviews_answered)
 
-    def job_failed(self, reviews_answered: int = 0) -> None:
+    def job_failed(self) -> None:
         """A job failed for the last time (or was abandoned with no retries left)."""
         self.jobs_failed.inc()
-        self.reviews_failed.labels("job").inc(reviews_answered)
+
+    def job_reviews_answered_with_errors(self, reviews: int) -> None:
+        """``reviews`` of a refused, failed or abandoned job got an error result."""
+        self.reviews_failed.labels("job").inc(reviews)
 
     def job_retried(self) -> None:
         """A job was put back in its queue to run again."""
