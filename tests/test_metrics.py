@@ -185,3 +185,29 @@ def test_exporter_says_redis_is_down_instead_of_failing_the_scrape() -> None:
     finally:
         server.close()
     assert samples == {("sentiq_redis_up", ()): 0}
+
+
+@pytest.mark.gpu
+def test_gpu_memory_is_exported_for_a_cuda_worker() -> None:
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    held = torch.ones(1024, 1024, device="cuda:0")
+    metrics = WorkerMetrics()
+    metrics.watch_gpu_memory("cuda:0")
+    metrics.watch_gpu_memory("cpu")  # a CPU worker exports no GPU metrics
+    server = metrics.serve("127.0.0.1", 0)
+    try:
+        samples = scrape(server.url)
+    finally:
+        server.close()
+    assert value(samples, "sentiq_gpu_memory_allocated_bytes", device="cuda:0") >= held.numel() * 4
+    total = value(samples, "sentiq_gpu_memory_total_bytes", device="cuda:0")
+    assert total >= value(samples, "sentiq_gpu_memory_reserved_bytes", device="cuda:0") > 0
+    assert value(samples, "sentiq_gpu_memory_peak_allocated_bytes", device="cuda:0") >= held.numel() * 4
+
+
+def test_a_cpu_worker_exports_no_gpu_metrics() -> None:
+    metrics = WorkerMetrics()
+    metrics.watch_gpu_memory("cpu")
+    assert not any(family.name.startswith("sentiq_gpu") for family in metrics.registry.collect())
