@@ -162,11 +162,13 @@ class WorkerInfoPublisher:
     def record(self, reviews: int, at: float | None = None) -> None:
         """Count ``reviews`` answered now; writes the record when the last write is a second old.
 
-        Raises Redis errors (the worker decides how to ride out an outage).
+        ``record(0)`` (at each heartbeat) only renews the record when due. Raises Redis errors
+        (the worker decides how to ride out an outage).
         """
         at = time.time() if at is None else at
-        self.info.reviews_total += reviews
-        self.info.recent.add(reviews, at)
+        if reviews:
+            self.info.reviews_total += reviews
+            self.info.recent.add(reviews, at)
         if at - self._published_at >= PUBLISH_INTERVAL_S:
             self.publish(at)
 

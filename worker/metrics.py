@@ -306,3 +306,10 @@ def queue_wait_seconds(enqueued_at: datetime | None, started_at: datetime) -> fl
     enqueued = enqueued_at if enqueued_at.tzinfo else enqueued_at.replace(tzinfo=UTC)
     started = started_at if started_at.tzinfo else started_at.replace(tzinfo=UTC)
     return max(0.0, (started - enqueued).total_seconds())
+
+
+def torch_engine() -> str:
+    """The ``engine`` label of a worker that runs its model with PyTorch, e.g. ``torch 2.13.0``."""
+    import torch
+
+    return f"torch {torch.__version__}"
