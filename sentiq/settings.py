@@ -157,6 +157,11 @@ class WorkerSettings(BaseModel):
     heartbeat_ttl_s: int = Field(
         default=30, ge=5, description="A dead worker's jobs are retried this long after its last heartbeat."
     )
+    redis_startup_wait_s: float = Field(
+        default=60.0,
+        ge=0,
+        description="How long a starting worker waits for Redis to answer before exiting 1 (0: at once).",
+    )
     maintenance_interval_s: int = Field(
         default=15, ge=1, description="How often a worker looks for abandoned jobs to retry."
     )

@@ -92,9 +92,23 @@ def test_an_unusable_redis_url_is_one_line_and_exit_2(settings: Settings, tmp_pa
 
 def test_an_unreachable_redis_is_one_line_and_exit_1(settings: Settings, tmp_path: Path) -> None:
     url = f"redis://:{PASSWORD}@127.0.0.1:{free_port()}/0"
-    result = start_worker(settings, tmp_path, "--redis-url", url)
+    result = start_worker(settings, tmp_path, "--redis-url", url, SENTIQ_WORKER_REDIS_STARTUP_WAIT_S="2")
     assert "cannot reach Redis at redis://:***@127.0.0.1" in error_line(result, EXIT_FAILURE)
+    assert "trying again in" in result.stderr, "it waited for Redis before giving up"
     assert PASSWORD not in result.stderr + result.stdout
+
+
+def test_a_worker_started_before_its_redis_waits_for_it(settings: Settings, tmp_path: Path) -> None:
+    port = free_port()
+    worker = WorkerProcess(settings, tmp_path, "early", SENTIQ_REDIS_URL=f"redis://127.0.0.1:{port}/0")
+    try:
+        time.sleep(2)
+        assert worker.process.poll() is None, worker.log
+        with EmbeddedRedis(port=port):
+            worker.wait_ready(timeout_s=60)
+            assert worker.stop() == 0
+    finally:
+        worker.stop(signal.SIGKILL)
 
 
 def test_invalid_settings_name_the_setting(settings: Settings, tmp_path: Path) -> None:

@@ -428,3 +428,23 @@ def test_heartbeat_thread_beats_on_and_survives_failures() -> None:
         time.sleep(0.4)
     assert len(calls) >= 4
     assert thread.beats == len(calls) - 1
+
+
+def test_a_job_dequeued_by_a_worker_that_died_before_starting_it_is_requeued_at_the_front(
+    worker: SentiqWorker, redis_client: Redis, settings: Settings, queue: Queue
+) -> None:
+    stranded = queue.enqueue(CLASSIFY_TASK, {"v": 1, "reviews": reviews("stranded", 1)}, retry=Retry(max=2))
+    # A worker's dequeue (LMOVE to the intermediate list), then SIGKILL before it marked the job started.
+    redis_client.lmove(queue.key, intermediate_queue_key(queue), "LEFT", "RIGHT")
+    backlog = [queue.enqueue(CLASSIFY_TASK, {"v": 1, "reviews": reviews(f"later{n}", 1)}) for n in range(2)]
+    worker.run_maintenance_tasks()
+    # First seen now: a live worker may still be starting it.
+    assert queue.get_job_ids() == [job.id for job in backlog]
+    first_seen_key = queue.intermediate_queue.get_first_seen_key(stranded.id)
+    redis_client.set(first_seen_key, time.time() - settings.worker.heartbeat_ttl_s - 1)
+    worker.last_cleaned_at = None
+    worker.run_maintenance_tasks()
+    assert queue.get_job_ids() == [stranded.id] + [job.id for job in backlog]
+    assert not redis_client.lrange(intermediate_queue_key(queue), 0, -1)
+    stranded.refresh()
+    assert stranded.retries_left == 2, "a job that never ran spends no retry"

@@ -11,17 +11,18 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
 from pydantic import ValidationError
 from redis import Redis
-from redis.exceptions import RedisError
+from redis.exceptions import AuthenticationError, RedisError
 from rq import Queue, Worker
 from rq.serializers import JSONSerializer
 
-from sentiq.errors import ConfigurationError, ModelLoadError, SentiqError
+from sentiq.errors import ConfigurationError, ModelLoadError, RedisUnavailableError, SentiqError
 from sentiq.redis_connection import connect, eviction_problem, redact_secrets, redact_url, url_has_password
 from sentiq.settings import Settings, describe_validation_error, load_settings
 
@@ -144,6 +145,25 @@ def connect_checked(settings: Settings) -> Redis:
     return connection
 
 
+def wait_for_redis(settings: Settings) -> Redis:
+    """:func:`connect_checked`, retried with capped backoff while Redis cannot be reached.
+
+    A worker started before its Redis, or while Redis restarts, waits up to
+    ``SENTIQ_WORKER_REDIS_STARTUP_WAIT_S`` instead of crash-looping; a refused password fails at once.
+    """
+    deadline = time.monotonic() + settings.worker.redis_startup_wait_s
+    delay = 0.5
+    while True:
+        try:
+            return connect_checked(settings)
+        except RedisUnavailableError as error:
+            if isinstance(error.__cause__, AuthenticationError) or time.monotonic() + delay > deadline:
+                raise
+            log.warning("%s; trying again in %.1fs", error, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
 def name_in_use(connection: Redis, name: str) -> str | None:
     """Why ``name`` cannot be registered now (an earlier worker's registration is alive), or None.
 
@@ -170,7 +190,7 @@ def name_in_use(connection: Redis, name: str) -> str | None:
 def run(settings: Settings, *, burst: bool = False, name: str | None = None) -> int:
     """Check everything, load the model, then work the queue until stopped (or empty with ``burst``)."""
     check_model_folder(settings.model.path)
-    connection = connect_checked(settings)
+    connection = wait_for_redis(settings)
     log.info("redis %s, queue %r", redact_url(settings.redis.url), settings.queue.name)
     if name is not None and (taken := name_in_use(connection, name)) is not None:
         raise StartupError(taken, EXIT_FAILURE)

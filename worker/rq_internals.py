@@ -216,11 +216,7 @@ def record_unreadable(connection: Redis, job_id: str, queue: Queue, reason: str,
     """
     key = job_key(job_id)
     started = StartedJobRegistry(queue.name, connection=connection)
-    members: list[Any] = [
-        member
-        for member in connection.zrange(started.key, 0, -1)
-        if parse_composite_key(_text(member))[0] == job_id
-    ]
+    members = _started_members(connection, started.key, job_id)
     record: dict[Any, Any] = {
         "status": JobStatus.FAILED.value,
         "origin": queue.name,
@@ -263,6 +259,50 @@ def raw_job_arguments(connection: Redis, job_id: str) -> object:
     except ValueError:
         return None
     return decoded[2] if isinstance(decoded, list) and len(decoded) == 4 else None
+
+
+# Only the worker whose LREM takes the id out of the intermediate list puts it back in the queue.
+_REQUEUE_STRANDED_LUA = """
+if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 1 then
+  redis.call('LPUSH', KEYS[2], ARGV[1])
+  redis.call('DEL', KEYS[3])
+  return 1
+end
+return 0
+"""
+
+
+def stranded_seconds(queue: Queue, job_id: str) -> float:
+    """How long a job has been seen in the intermediate list (0 the first time it is seen).
+
+    Uses RQ's own first-seen marker of the intermediate list.
+    """
+    intermediate = queue.intermediate_queue
+    if intermediate.set_first_seen(job_id):
+        return 0.0
+    first_seen = intermediate.get_first_seen(job_id)
+    return (now() - first_seen).total_seconds() if first_seen else 0.0
+
+
+def requeue_stranded(queue: Queue, job_id: str) -> bool:
+    """Put a job that a dead worker dequeued but never started back at the front, without spending a
+    retry (it never ran); ``False`` when another worker got there first."""
+    connection = queue.connection
+    keys = [intermediate_queue_key(queue), queue.key, queue.intermediate_queue.get_first_seen_key(job_id)]
+    moved = bool(connection.register_script(_REQUEUE_STRANDED_LUA)(keys=keys, args=[job_id]))
+    if moved:
+        started = StartedJobRegistry(queue.name, connection=connection)
+        members = _started_members(connection, started.key, job_id)
+        if members:
+            connection.zrem(started.key, *members)
+    return moved
+
+
+def _started_members(connection: Redis, key: str, job_id: str) -> list[Any]:
+    """The started registry's ``<job id>:<execution id>`` members of one job."""
+    return [
+        member for member in connection.zrange(key, 0, -1) if parse_composite_key(_text(member))[0] == job_id
+    ]
 
 
 def started_job_ids(queue: Queue, expired_only: bool) -> list[str]:

@@ -39,7 +39,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq import Queue, SimpleWorker
 from rq.exceptions import AbandonedJobError, DeserializationError, NoSuchJobError, StopRequested
 from rq.executions import Execution
-from rq.job import Job
+from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 from rq.utils import now
 from rq.worker import WorkerStatus
@@ -61,8 +61,10 @@ from worker.rq_internals import (
     job_key,
     raw_job_arguments,
     record_unreadable,
+    requeue_stranded,
     safe_queue,
     started_job_ids,
+    stranded_seconds,
 )
 
 log = logging.getLogger(__name__)
@@ -166,7 +168,7 @@ class SentiqWorker(SimpleWorker):
         """
         try:
             for queue in self.queues:
-                self._quarantine_unreadable(queue)
+                self._sweep(queue)
             super().run_maintenance_tasks()  # type: ignore[no-untyped-call]
         except TRANSIENT_REDIS_ERRORS as error:
             log.warning("maintenance skipped, Redis unavailable: %s", error)
@@ -177,16 +179,30 @@ class SentiqWorker(SimpleWorker):
             log.exception("maintenance pass failed; the worker carries on")
             self.last_cleaned_at = now()  # type: ignore[assignment]
 
-    def _quarantine_unreadable(self, queue: Queue) -> None:
-        """Fail the unreadable jobs among the expired started ones and the intermediate list."""
-        candidates = dict.fromkeys(started_job_ids(queue, expired_only=True) + intermediate_job_ids(queue))
-        for job_id in candidates:
+    def _sweep(self, queue: Queue) -> None:
+        """Fail unreadable records, and re-queue jobs that a dead worker dequeued but never started.
+
+        RQ's own clean-up leaves a dequeued-but-not-started job in the intermediate list for over a
+        minute (and then counts it as a failure); sentiq puts it back at the front once it has sat
+        there for a heartbeat TTL, which no live worker's gathering comes near.
+        """
+        intermediate = intermediate_job_ids(queue)
+        for job_id in dict.fromkeys(started_job_ids(queue, expired_only=True) + intermediate):
             try:
-                SentiqJob.fetch(job_id, connection=self.connection, serializer=JSONSerializer)
+                job = SentiqJob.fetch(job_id, connection=self.connection, serializer=JSONSerializer)
             except NoSuchJobError:
                 continue
             except UnreadableJobError as error:
                 self._refuse_unreadable(job_id, queue, error.reason)
+                continue
+            if job_id not in intermediate or job.get_status(refresh=False) == JobStatus.STARTED:
+                continue
+            if stranded_seconds(queue, job_id) >= self.settings.heartbeat_ttl_s and requeue_stranded(
+                queue, job_id
+            ):
+                log.warning(
+                    "job %s: its worker stopped before starting it; back at the front of the queue", job_id
+                )
 
     def _refuse_unreadable(self, job_id: str, queue: Queue, reason: str) -> None:
         log.error("refused unreadable job %s: %s", job_id, reason)
