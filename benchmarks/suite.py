@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import shlex
+import signal
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -145,7 +147,7 @@ def run(args: argparse.Namespace, redis_url: str, scratch: Path) -> dict[str, An
     results: dict[str, Any] = {
         "device": device,
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "command": "python -m benchmarks " + shlex.join(sys.argv[1:]),
+        "command": " ".join(["python -m benchmarks", *map(shlex.quote, sys.argv[1:])]),
         "machine": machine,
         "worker_dtype": worker_dtype,
         "worker_env": worker_env,
@@ -178,6 +180,7 @@ def run(args: argparse.Namespace, redis_url: str, scratch: Path) -> dict[str, An
             worker_env=worker_env,
         )
         results["queue_ceiling"] = {**ceiling, "max_length": args.ceiling_max_length}
+        checkpoint(results, args.output)
         results["memory"]["queue ceiling (near-zero)"] = {"worker": ceiling["worker_peak_rss_mib"]}
 
     variants = default_variants(device, args.dtypes, args.batch_sizes)
@@ -198,6 +201,7 @@ def run(args: argparse.Namespace, redis_url: str, scratch: Path) -> dict[str, An
         )
         entry["C"]["way"] = f"C redis, 1 worker ({worker_dtype})"
         results["models"].append(entry)
+        checkpoint(results, args.output)
         results["memory"][f"A/B/C {name}"] = {
             "worker": entry["C"]["worker_peak_rss_mib"],
             "benchmark": entry["benchmark_peak_rss_mib"],
@@ -218,8 +222,21 @@ def run(args: argparse.Namespace, redis_url: str, scratch: Path) -> dict[str, An
             worker_env=worker_env,
         )
         results["memory"][f"latency {name}"] = {"worker": results["latency"][-1]["worker_peak_rss_mib"]}
+        checkpoint(results, args.output)
     results["memory"]["benchmark process, whole run"] = {"benchmark": peak_rss_mib()}
     return results
+
+
+def checkpoint(results: dict[str, Any], output: Path) -> None:
+    """Write what is measured so far to ``bench.json``: a run cut short by a timeout keeps it."""
+    output.mkdir(parents=True, exist_ok=True)
+    (output / "bench.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
+
+
+def _stop_on_sigterm(signum: int, _frame: object) -> None:
+    # A timeout's SIGTERM unwinds like Ctrl-C, so the workers (in sessions of their own) and
+    # Redis are stopped by the finally blocks instead of being left running.
+    raise SystemExit(128 + signum)
 
 
 def measure_latency(
@@ -257,6 +274,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if any("=" not in item for item in args.worker_env):
         print("error: --worker-env takes NAME=VALUE", file=sys.stderr)
         return 2
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
     server = None if args.redis_url else EmbeddedRedis().start()
     try:
         with tempfile.TemporaryDirectory(prefix="sentiq-bench-") as scratch:
