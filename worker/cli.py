@@ -19,6 +19,8 @@ from pathlib import Path
 from pydantic import ValidationError
 from redis import Redis
 from redis.exceptions import AuthenticationError, RedisError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq import Queue, Worker
 from rq.serializers import JSONSerializer
 
@@ -156,8 +158,12 @@ def wait_for_redis(settings: Settings) -> Redis:
     while True:
         try:
             return connect_checked(settings)
-        except RedisUnavailableError as error:
-            if isinstance(error.__cause__, AuthenticationError) or time.monotonic() + delay > deadline:
+        except (RedisUnavailableError, RedisConnectionError, RedisTimeoutError) as error:
+            # A refused password will not pass on retry; nor does waiting help past the deadline.
+            refused = isinstance(error, AuthenticationError) or isinstance(
+                error.__cause__, AuthenticationError
+            )
+            if refused or time.monotonic() + delay > deadline:
                 raise
             log.warning("%s; trying again in %.1fs", error, delay)
             time.sleep(delay)

@@ -135,6 +135,14 @@ class SentiqWorker(SimpleWorker):
             log.warning("worker heartbeat skipped, Redis unavailable: %s", error)
         touch_ready_file(self.settings.ready_file)
 
+    def register_birth(self) -> None:
+        """RQ's registration, waiting for Redis if it went away while the model loaded."""
+        self._until_redis_answers("register the worker", super().register_birth)  # type: ignore[no-untyped-call]
+
+    def subscribe(self) -> None:
+        """RQ's command channel subscription, waiting for Redis likewise."""
+        self._until_redis_answers("subscribe to worker commands", super().subscribe)  # type: ignore[no-untyped-call]
+
     def set_state(self, state: str, pipeline: Any = None) -> None:
         """RQ's state update, which must not end the worker while Redis is away."""
         try:
