@@ -31,7 +31,7 @@ lint: setup
 	$(VENV)/bin/mypy
 
 demo: setup
-	$(PY) -m sentiq.demo
+	$(PY) -m stack.demo
 
 bench: setup
 	$(PY) -m benchmarks

@@ -29,7 +29,7 @@ from typing import Any
 from benchmarks.model_folders import NEAR_ZERO_MAX_LENGTH, near_zero_folder
 from benchmarks.serving import serving
 from benchmarks.throughput import DEFAULT_DATA, REPO_ROOT, load_reviews
-from sentiq.embedded_redis import EmbeddedRedis
+from stack.embedded_redis import EmbeddedRedis
 
 PROFILING_PATH = Path(__file__).resolve().parent / "_profiling"
 

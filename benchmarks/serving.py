@@ -13,12 +13,11 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from redis import Redis
-
 from benchmarks.machine import peak_rss_mib
 from producer import Client
 from sentiq.settings import Settings, load_settings
-from sentiq.worker_processes import WorkerProcesses
+from stack.namespace import delete_namespace
+from stack.worker_processes import WorkerProcesses
 
 
 @dataclass
@@ -32,21 +31,6 @@ class Serving:
     def client(self) -> Client:
         """A producer client on this run's queue (close it, or use it as a context manager)."""
         return Client.from_settings(self.settings)
-
-
-@contextlib.contextmanager
-def _environment(values: Mapping[str, str]) -> Iterator[None]:
-    """``values`` set in ``os.environ`` for the block: worker processes inherit this environment."""
-    saved = {name: os.environ.get(name) for name in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 @contextlib.contextmanager
@@ -69,15 +53,14 @@ def serving(
         redis={"url": redis_url},
         queue={"name": name, "key_prefix": name},
         model={"path": model_dir},
+        worker={"device": device, "dtype": dtype},
         # The client must never wait for room: the benchmark measures the path, not back-pressure.
         producer={"max_queue_depth": 0},
     )
-    env = {"SENTIQ_WORKER_DEVICE": device, "SENTIQ_WORKER_DTYPE": dtype, **(worker_env or {})}
     pool = WorkerProcesses("bench", quiet=True)
     run = Serving(settings, [])
     try:
-        with _environment(env):
-            pool.start(workers, settings)
+        pool.start(workers, settings, env=worker_env)
         run.pids = list(pool.pids)
         yield run
     finally:
@@ -86,26 +69,6 @@ def serving(
         with Client.from_settings(settings) as client:
             # The one namespace clean-up the tests use too: queue, registries, jobs, result store.
             delete_namespace(client.redis, name)
-
-
-def delete_namespace(client: Redis, namespace: str) -> None:
-    """Delete the result store, the RQ queue, its registries and its jobs of one queue/prefix name.
-
-    Never a flush: on a shared server only this run's own keys go.
-    """
-    from rq import Queue
-    from rq.registry import FailedJobRegistry, FinishedJobRegistry, StartedJobRegistry
-
-    queue = Queue(namespace, connection=client)
-    job_ids = set(queue.get_job_ids())
-    for registry_class in (FailedJobRegistry, FinishedJobRegistry, StartedJobRegistry):
-        job_ids.update(registry_class(namespace, connection=client).get_job_ids())
-    keys = [f"rq:job:{job_id}" for job_id in job_ids] + [f"rq:results:{job_id}" for job_id in job_ids]
-    for pattern in (f"{namespace}:*", f"rq:*:{namespace}", f"rq:*:{namespace}:*"):
-        keys.extend(key.decode() for key in client.scan_iter(match=pattern, count=1000))
-    for start in range(0, len(keys), 1000):
-        client.delete(*keys[start : start + 1000])
-    client.srem("rq:queues", f"rq:queue:{namespace}")
 
 
 def submit_and_wait(client: Client, texts: Sequence[str], timeout_s: float = 1800) -> tuple[float, float]:

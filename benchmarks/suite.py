@@ -36,7 +36,7 @@ from benchmarks.model_folders import (
 from benchmarks.queue_ceiling import measure_ceiling
 from benchmarks.serving import serving
 from benchmarks.throughput import DEFAULT_DATA, REPO_ROOT, Variant, bench_model, load_reviews
-from sentiq.embedded_redis import EmbeddedRedis
+from stack.embedded_redis import EmbeddedRedis
 
 MODELS = ("tinybert-shape", "minilm")
 

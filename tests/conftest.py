@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 from redis import Redis
 
-from sentiq.embedded_redis import EmbeddedRedis
 from sentiq.settings import Settings, load_settings
+from stack.embedded_redis import EmbeddedRedis
+from stack.namespace import delete_namespace
 from tests.tiny_bert import build_tiny_base_model, sample_texts
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -53,27 +54,6 @@ def settings(redis_url: str, redis_client: Redis, tiny_model_dir: Path) -> Itera
     )
     yield built
     delete_namespace(redis_client, namespace)
-
-
-def delete_namespace(client: Redis, namespace: str) -> None:
-    """Delete the result store, the RQ queue, its registries and its jobs for one test namespace."""
-    from rq import Queue
-    from rq.registry import (
-        FailedJobRegistry,
-        FinishedJobRegistry,
-        StartedJobRegistry,
-    )
-
-    queue = Queue(namespace, connection=client)
-    job_ids = set(queue.get_job_ids())
-    for registry_class in (FailedJobRegistry, FinishedJobRegistry, StartedJobRegistry):
-        job_ids.update(registry_class(namespace, connection=client).get_job_ids())
-    keys = [f"rq:job:{job_id}" for job_id in job_ids] + [f"rq:results:{job_id}" for job_id in job_ids]
-    for pattern in (f"{namespace}:*", f"rq:*:{namespace}", f"rq:*:{namespace}:*"):
-        keys.extend(key.decode() for key in client.scan_iter(match=pattern, count=1000))
-    if keys:
-        client.delete(*keys)
-    client.srem("rq:queues", f"rq:queue:{namespace}")
 
 
 @pytest.fixture(scope="session")

@@ -31,9 +31,9 @@ from producer import (
     ResultsTimeoutError,
 )
 from sentiq.contract import CLASSIFY_TASK, MAX_JOB_DATA_BYTES, JobPayload, result_key
-from sentiq.embedded_redis import EmbeddedRedis, find_redis_server, free_port
 from sentiq.result_store import STREAM_FIELD_ID, STREAM_FIELD_RESULT
 from sentiq.settings import Settings
+from stack.embedded_redis import EmbeddedRedis, find_redis_server, free_port
 from tests.producer_fakes import FAKE_MODEL, FakeWorker, counting_redis, publish_later, store_for
 
 

@@ -25,10 +25,9 @@ import pandas as pd
 import pytest
 from redis import Redis
 
-from sentiq.config_docs import COMPOSE_VARIABLES, SHARED_WITH_SETTINGS, all_settings
 from sentiq.contract import LABELS, stream_key
-from sentiq.embedded_redis import find_redis_server, free_port
 from sentiq.result_store import ResultStore
+from stack.embedded_redis import find_redis_server, free_port
 from tests.compose_local import (
     ENV_EXAMPLE,
     REPO_ROOT,
@@ -44,6 +43,7 @@ from tests.compose_local import (
     tail,
 )
 from tests.conftest import TEST_SAMPLE
+from tools.config_docs import COMPOSE_VARIABLES, SHARED_WITH_SETTINGS, all_settings
 
 OVERRIDES = ("docker-compose.cpu.yml", "docker-compose.multigpu.yml")
 COMBINATIONS = [("docker-compose.yml",)] + [("docker-compose.yml", override) for override in OVERRIDES]

@@ -13,7 +13,8 @@ from typing import Any, Literal
 import pytest
 from pydantic import BaseModel, SecretStr
 
-from sentiq.config_docs import (
+from sentiq.settings import Settings
+from tools.config_docs import (
     COMPOSE_VARIABLES,
     ENV_EXAMPLE,
     SHARED_WITH_SETTINGS,
@@ -26,7 +27,6 @@ from sentiq.config_docs import (
     settings_table,
     write,
 )
-from sentiq.settings import Settings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -53,7 +53,7 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> pytest.MonkeyP
 
 def test_committed_env_example_and_docs_are_in_sync() -> None:
     outcome = check(REPO_ROOT)
-    assert outcome.stale == [], "".join(outcome.diffs) + "\nrun `python -m sentiq.config_docs --write`"
+    assert outcome.stale == [], "".join(outcome.diffs) + "\nrun `python -m tools.config_docs --write`"
 
 
 def test_every_field_appears_in_the_table_and_the_env_example() -> None:
@@ -207,7 +207,7 @@ def test_cli_prints_the_table_and_the_env_example(capsys: pytest.CaptureFixture[
 def test_module_runs_without_importing_torch() -> None:
     code = (
         "import sys, runpy; sys.argv = ['x', '--env-example']\n"
-        "try:\n    runpy.run_module('sentiq.config_docs', run_name='__main__')\n"
+        "try:\n    runpy.run_module('tools.config_docs', run_name='__main__')\n"
         "except SystemExit as e:\n    assert e.code == 0, e.code\n"
         "assert 'torch' not in sys.modules and 'transformers' not in sys.modules\n"
     )

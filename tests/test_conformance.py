@@ -26,9 +26,10 @@ import pytest
 from redis import Redis
 
 from sentiq.settings import Settings, load_settings
-from tests.conftest import TRAIN_SAMPLE, delete_namespace
+from stack.namespace import delete_namespace
+from tests.conftest import TRAIN_SAMPLE
+from tests.support.workers import WorkerProcess, running_workers
 from tests.tiny_bert import sample_texts
-from tests.worker_processes import WorkerProcess, running_workers
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 WIRE_SECTION = "## Wire contract and result-store layout"

@@ -21,7 +21,7 @@ from rq.serializers import JSONSerializer
 
 from producer import Client
 from sentiq.settings import Settings
-from tests.worker_processes import WorkerProcess, running_workers
+from tests.support.workers import WorkerProcess, running_workers
 
 rq_dashboard = pytest.importorskip("rq_dashboard")
 

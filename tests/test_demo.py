@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 from redis import Redis
 
-from tests.conftest import REPO_ROOT, delete_namespace
+from stack.namespace import delete_namespace
+from tests.conftest import REPO_ROOT
 
 pytestmark = pytest.mark.slow
 
@@ -57,7 +58,7 @@ def _is_zombie(pid: int) -> bool:
 
 def test_demo_runs_to_its_summary_on_a_private_redis(demo_env: dict[str, str]) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "sentiq.demo", "--count", "40"],
+        [sys.executable, "-m", "stack.demo", "--count", "40"],
         cwd=REPO_ROOT,
         env=demo_env,
         capture_output=True,
@@ -77,7 +78,7 @@ def test_demo_runs_to_its_summary_on_a_private_redis(demo_env: dict[str, str]) -
 
 def test_demo_uses_a_reachable_configured_redis(demo_env: dict[str, str], redis_url: str) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "sentiq.demo", "--count", "10", "--workers", "1"],
+        [sys.executable, "-m", "stack.demo", "--count", "10", "--workers", "1"],
         cwd=REPO_ROOT,
         env={**demo_env, "SENTIQ_REDIS_URL": redis_url},
         capture_output=True,
@@ -95,7 +96,7 @@ def test_ctrl_c_stops_everything_the_demo_started(demo_env: dict[str, str], tmp_
     with stderr_path.open("w") as stderr:
         # A session of its own, like a terminal's foreground job: Ctrl-C goes to the whole group.
         demo = subprocess.Popen(
-            [sys.executable, "-m", "sentiq.demo", "--count", "500"],
+            [sys.executable, "-m", "stack.demo", "--count", "500"],
             cwd=REPO_ROOT,
             # One review per job and per pass keeps the stream going long enough to interrupt it.
             env={**demo_env, "SENTIQ_PRODUCER_REVIEWS_PER_JOB": "1", "SENTIQ_WORKER_MAX_BATCH_SIZE": "1"},

@@ -24,7 +24,7 @@ from sentiq.contract import CLASSIFY_TASK
 from sentiq.result_store import STREAM_FIELD_ID
 from sentiq.settings import Settings
 from tests.conftest import TEST_SAMPLE
-from tests.worker_processes import WorkerProcess, running_workers
+from tests.support.workers import WorkerProcess, running_workers
 
 pytestmark = pytest.mark.slow
 

@@ -14,8 +14,8 @@ import pytest
 from redis import Redis
 
 from sentiq.contract import JobPayload, Prediction
-from sentiq.embedded_redis import EmbeddedRedis, free_port
 from sentiq.settings import Settings
+from stack.embedded_redis import EmbeddedRedis, free_port
 from tests.conftest import REPO_ROOT, TEST_SAMPLE
 from tests.producer_fakes import FakeWorker, store_for
 

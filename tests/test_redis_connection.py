@@ -11,10 +11,10 @@ from pydantic import SecretStr, ValidationError
 from redis import Redis
 
 from producer import Client
-from sentiq.embedded_redis import EmbeddedRedis, free_port
 from sentiq.errors import ConfigurationError, InvalidRedisUrlError, RedisUnavailableError
 from sentiq.redis_connection import connect, eviction_problem, redact_secrets, redact_url, url_has_password
 from sentiq.settings import RedisSettings, Settings, load_settings
+from stack.embedded_redis import EmbeddedRedis, free_port
 
 SECRET = "Sup3r-s3cret"
 

@@ -24,7 +24,7 @@ from rq.serializers import JSONSerializer
 from producer import Client
 from sentiq.result_store import STREAM_FIELD_ID, STREAM_FIELD_RESULT
 from sentiq.settings import Settings
-from tests.worker_processes import REPO_ROOT, WorkerProcess, worker_env
+from tests.support.workers import REPO_ROOT, WorkerProcess, worker_env
 
 pytestmark = pytest.mark.slow
 

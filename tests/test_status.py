@@ -25,7 +25,7 @@ from sentiq.worker_info import (
     read_worker_infos,
     worker_info_key,
 )
-from tests.worker_processes import running_workers
+from tests.support.workers import running_workers
 
 
 def test_throughput_window_counts_the_last_minute_only() -> None:

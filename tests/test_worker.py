@@ -35,7 +35,9 @@ def queue(settings: Settings, redis_client: Redis) -> Queue:
 def worker(settings: Settings, redis_client: Redis, tiny_model: SentimentModel, queue: Queue) -> SentiqWorker:
     store = ResultStore(redis_client, settings.queue.key_prefix, 60, 1000)
     # Gathering stops at max_wait_ms; a busy 2-core machine must not split the batches these tests expect.
-    settings = settings.model_copy(update={"worker": settings.worker.model_copy(update={"max_wait_ms": 2000})})
+    settings = settings.model_copy(
+        update={"worker": settings.worker.model_copy(update={"max_wait_ms": 2000})}
+    )
     classifier = Classifier(tiny_model, store, settings.worker.max_review_chars)
     return SentiqWorker(
         [queue],
@@ -179,7 +181,9 @@ def test_a_failing_batch_without_retries_left_answers_every_review(
     # The job had no retry count, so the worker filled in SENTIQ_QUEUE_JOB_RETRIES; after the last
     # attempt every review answers with the reason.
     assert job.retries_left == 0
-    assert {p.error for p in stored.values()} == {"not classified: RuntimeError: CUDA out of memory (simulated)"}
+    assert {p.error for p in stored.values()} == {
+        "not classified: RuntimeError: CUDA out of memory (simulated)"
+    }
 
 
 def test_a_failing_batch_with_retries_left_is_requeued(

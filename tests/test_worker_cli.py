@@ -18,10 +18,10 @@ import pytest
 from redis import Redis
 from rq import Worker
 
-from sentiq.embedded_redis import EmbeddedRedis, free_port
 from sentiq.errors import ModelLoadError
 from sentiq.settings import Settings
-from tests.worker_processes import REPO_ROOT, WorkerProcess, worker_env
+from stack.embedded_redis import EmbeddedRedis, free_port
+from tests.support.workers import REPO_ROOT, WorkerProcess, worker_env
 from worker.cli import (
     EXIT_FAILURE,
     EXIT_USAGE,

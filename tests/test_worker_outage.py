@@ -19,9 +19,9 @@ from rq.job import JobStatus
 from rq.serializers import JSONSerializer
 
 from sentiq.contract import CLASSIFY_TASK
-from sentiq.embedded_redis import EmbeddedRedis
 from sentiq.result_store import ResultStore
 from sentiq.settings import QueueSettings, WorkerSettings
+from stack.embedded_redis import EmbeddedRedis
 from worker.model import SentimentModel
 from worker.processing import Classifier
 from worker.worker import SentiqWorker

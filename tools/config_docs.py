@@ -1,6 +1,6 @@
 """The configuration reference, generated from :mod:`sentiq.settings` so that it cannot drift.
 
-``python -m sentiq.config_docs`` prints a Markdown table of every setting (environment variable,
+``python -m tools.config_docs`` prints a Markdown table of every setting (environment variable,
 type, default, description), found by walking the :class:`~sentiq.settings.Settings` model.
 ``--env-example`` prints ``.env.example`` instead: every setting, commented out at its default,
 plus the variables that only the Docker Compose files read (:data:`COMPOSE_VARIABLES`).
@@ -35,7 +35,7 @@ from pydantic_settings import BaseSettings
 from sentiq.settings import Settings
 
 ENV_EXAMPLE = Path(".env.example")
-WRITE_COMMAND = "python -m sentiq.config_docs --write"
+WRITE_COMMAND = "python -m tools.config_docs --write"
 
 
 @dataclass(frozen=True)
@@ -425,7 +425,7 @@ def write(root: Path) -> Outcome:
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line: print the table (default) or .env.example, or check or write the files."""
     parser = argparse.ArgumentParser(
-        prog="python -m sentiq.config_docs", description=__doc__.split("\n\n")[0] if __doc__ else None
+        prog="python -m tools.config_docs", description=__doc__.split("\n\n")[0] if __doc__ else None
     )
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--env-example", action="store_true", help="print .env.example")
