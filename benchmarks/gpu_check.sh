@@ -114,7 +114,7 @@ case "$MODE" in
             --count 20000 \
             --pipeline-count 300 \
             --ceiling-count 20000 \
-            --dtypes bfloat16 float16 \
+            --precisions bf16 fp16 \
             --batch-sizes 256 1024 \
             --latency-seconds 5 \
             --latency-idle-rate 20
@@ -126,7 +126,7 @@ case "$MODE" in
             --count 16 \
             --pipeline-count 4 \
             --ceiling-count 64 \
-            --dtypes float32 \
+            --precisions fp32 \
             --batch-sizes 8 \
             --models tinybert-shape \
             --latency-seconds 1 \

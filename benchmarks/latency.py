@@ -13,9 +13,12 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from benchmarks.serving import Serving
+
+if TYPE_CHECKING:
+    from worker.device import ServedPrecision
 
 
 def percentile(values: Sequence[float], fraction: float) -> float:
@@ -69,16 +72,21 @@ def steady_latencies(run: Serving, texts: Sequence[str], rate_per_s: float, coun
 
 
 def one_review_in_process(
-    model_dir: Path, texts: Sequence[str], *, device: str, dtype: str, repeats: int = 20
+    model_dir: Path, texts: Sequence[str], *, device: str, precision: str, repeats: int = 20
 ) -> dict[str, Any]:
     """Median ms to classify one review in-process (tokenize + forward), as the worker's model does."""
     from worker.model import SentimentModel
 
-    model = SentimentModel.load(model_dir, device=device, dtype=dtype)
+    model = SentimentModel.load(model_dir, device=device, precision=cast("ServedPrecision", precision))
     model.warm_up()
     times = []
     for index in range(repeats):
         started = time.perf_counter()
         model.predict([texts[index % len(texts)]])
         times.append((time.perf_counter() - started) * 1000)
-    return {"dtype": dtype, "repeats": repeats, "p50_ms": statistics.median(times), "min_ms": min(times)}
+    return {
+        "precision": precision,
+        "repeats": repeats,
+        "p50_ms": statistics.median(times),
+        "min_ms": min(times),
+    }

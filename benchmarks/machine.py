@@ -8,7 +8,7 @@ import resource
 from pathlib import Path
 from typing import Any
 
-#: The CPU flags that decide which engine and dtype are fast (bf16 is emulated without the last three).
+#: The CPU flags that decide which engine and precision are fast (bf16 is emulated without the last three).
 CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16")
 
 

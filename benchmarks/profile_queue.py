@@ -149,7 +149,7 @@ def profile_queue(
         "SENTIQ_BENCH_PROFILE": str(worker_prof),
     }
     submit_profile, results_profile = cProfile.Profile(), cProfile.Profile()
-    with serving(model_dir, redis_url, dtype="float32", worker_env=env) as run, run.client() as client:
+    with serving(model_dir, redis_url, precision="fp32", worker_env=env) as run, run.client() as client:
         client.results(client.submit(texts[:warm_up]), timeout=600)
         for pid in run.pids:
             os.kill(pid, signal.SIGUSR2)

@@ -26,7 +26,7 @@ def measure_ceiling(
     """Reviews per second and ms of queue path per review (best of ``repeats``) with one worker."""
     runs: list[tuple[float, float]] = []
     with (
-        serving(model_dir, redis_url, device=device, dtype="float32", worker_env=worker_env) as run,
+        serving(model_dir, redis_url, device=device, precision="fp32", worker_env=worker_env) as run,
         run.client() as client,
     ):
         submit_and_wait(client, texts[: min(len(texts), 256)])

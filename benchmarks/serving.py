@@ -40,7 +40,7 @@ def serving(
     *,
     workers: int = 1,
     device: str = "cpu",
-    dtype: str = "auto",
+    precision: str = "auto",
     worker_env: Mapping[str, str] | None = None,
 ) -> Iterator[Serving]:
     """Start ``workers`` workers on ``model_dir`` and a fresh queue; stop them and delete its keys after.
@@ -53,7 +53,7 @@ def serving(
         redis={"url": redis_url},
         queue={"name": name, "key_prefix": name},
         model={"path": model_dir},
-        worker={"device": device, "dtype": dtype},
+        worker={"device": device, "precision": precision},
         # The client must never wait for room: the benchmark measures the path, not back-pressure.
         producer={"max_queue_depth": 0},
     )

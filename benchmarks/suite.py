@@ -22,7 +22,7 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from benchmarks import report
 from benchmarks.latency import one_review_in_process, steady_latencies
@@ -37,6 +37,9 @@ from benchmarks.queue_ceiling import measure_ceiling
 from benchmarks.serving import serving
 from benchmarks.throughput import DEFAULT_DATA, REPO_ROOT, Variant, bench_model, load_reviews
 from stack.embedded_redis import EmbeddedRedis
+
+if TYPE_CHECKING:
+    from sentiq.settings import Precision
 
 MODELS = ("tinybert-shape", "minilm")
 
@@ -69,14 +72,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--ceiling-repeats", type=int, default=1, help="ceiling runs; the best is kept")
     parser.add_argument(
-        "--dtypes",
+        "--precisions",
         nargs="*",
-        help="B's dtypes (default: float32, plus bfloat16 where native; bf16/fp16 on cuda)",
+        help="B's precisions (default: fp32, plus bf16 where native; bf16/fp16 on cuda)",
     )
     parser.add_argument(
         "--batch-sizes", type=int, nargs="*", help="B's batch sizes (default: 16 64; GPU: 64 256 512)"
     )
-    parser.add_argument("--worker-dtype", default="auto", help="C's worker dtype (auto: as a worker chooses)")
+    parser.add_argument(
+        "--worker-precision", default="auto", help="C's worker precision (auto: as a worker chooses)"
+    )
     parser.add_argument(
         "--worker-env",
         action="append",
@@ -100,31 +105,33 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def default_variants(device: str, dtypes: Sequence[str] | None, sizes: Sequence[int] | None) -> list[Variant]:
-    """B's grid: every dtype with the worker's engine at each batch size, plain HF at the largest."""
+def default_variants(
+    device: str, precisions: Sequence[str] | None, sizes: Sequence[int] | None
+) -> list[Variant]:
+    """B's grid: every precision with the worker's engine at each batch size, plain HF at the largest."""
     from worker.device import cpu_has_fast_bf16
 
-    if not dtypes:
+    if not precisions:
         if device.startswith("cuda"):
-            dtypes = ["bfloat16", "float16"]
+            precisions = ["bf16", "fp16"]
         else:
-            dtypes = ["float32", "bfloat16"] if cpu_has_fast_bf16() else ["float32"]
+            precisions = ["fp32", "bf16"] if cpu_has_fast_bf16() else ["fp32"]
     if not sizes:
         sizes = [64, 256, 512] if device.startswith("cuda") else [16, 64]
-    grid = [Variant("sentiq", dtype, size) for dtype in dtypes for size in sizes]
-    grid += [Variant("hf", dtype, max(sizes)) for dtype in dtypes]
+    grid = [Variant("sentiq", precision, size) for precision in precisions for size in sizes]
+    grid += [Variant("hf", precision, max(sizes)) for precision in precisions]
     return grid
 
 
-def resolve_worker_dtype(requested: str, device: str) -> str:
+def resolve_worker_precision(requested: str, device: str) -> str:
     """What a worker started with ``requested`` runs on ``device``."""
     import torch
 
-    from worker.device import choose_dtype, cpu_has_fast_bf16
+    from worker.device import choose_precision, cpu_has_fast_bf16
 
     cuda = device.startswith("cuda")
-    return choose_dtype(
-        requested,
+    return choose_precision(
+        cast("Precision", requested),
         device,
         cuda_bf16=cuda and torch.cuda.is_bf16_supported(),
         cpu_bf16_fast=cpu_has_fast_bf16(),
@@ -139,7 +146,7 @@ def run(args: argparse.Namespace, redis_url: str, scratch: Path) -> dict[str, An
     """Every part of the benchmark; returns the results dictionary the report is built from."""
     device = args.device
     worker_env = dict(item.split("=", 1) for item in args.worker_env)
-    worker_dtype = resolve_worker_dtype(args.worker_dtype, device)
+    worker_precision = resolve_worker_precision(args.worker_precision, device)
     count = _scaled(args.count, args.scale)
     texts = load_reviews(args.data, max(count, _scaled(args.ceiling_count, args.scale), 200))
     machine = describe_machine(device)
@@ -149,7 +156,7 @@ def run(args: argparse.Namespace, redis_url: str, scratch: Path) -> dict[str, An
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         "command": " ".join(["python -m benchmarks", *map(shlex.quote, sys.argv[1:])]),
         "machine": machine,
-        "worker_dtype": worker_dtype,
+        "worker_precision": worker_precision,
         "worker_env": worker_env,
         "models": [],
         "latency": [],
@@ -183,7 +190,7 @@ def run(args: argparse.Namespace, redis_url: str, scratch: Path) -> dict[str, An
         checkpoint(results, args.output)
         results["memory"]["queue ceiling (near-zero)"] = {"worker": ceiling["worker_peak_rss_mib"]}
 
-    variants = default_variants(device, args.dtypes, args.batch_sizes)
+    variants = default_variants(device, args.precisions, args.batch_sizes)
     pipeline_texts = texts[: _scaled(args.pipeline_count, args.scale)]
     to_run = [(name, folder(name)) for name in args.models] + [(path.name, path) for path in args.model]
     for name, model_dir in to_run:
@@ -196,10 +203,10 @@ def run(args: argparse.Namespace, redis_url: str, scratch: Path) -> dict[str, An
             variants=variants,
             redis_url=redis_url,
             device=device,
-            worker_dtype=args.worker_dtype,
+            worker_precision=args.worker_precision,
             worker_env=worker_env,
         )
-        entry["C"]["way"] = f"C redis, 1 worker ({worker_dtype})"
+        entry["C"]["way"] = f"C redis, 1 worker ({worker_precision})"
         results["models"].append(entry)
         checkpoint(results, args.output)
         results["memory"][f"A/B/C {name}"] = {
@@ -217,7 +224,7 @@ def run(args: argparse.Namespace, redis_url: str, scratch: Path) -> dict[str, An
             texts=texts,
             redis_url=redis_url,
             args=args,
-            worker_dtype=worker_dtype,
+            worker_precision=worker_precision,
             c_rate=rates.get(name),
             worker_env=worker_env,
         )
@@ -246,19 +253,19 @@ def measure_latency(
     texts: Sequence[str],
     redis_url: str,
     args: argparse.Namespace,
-    worker_dtype: str,
+    worker_precision: str,
     c_rate: float | None,
     worker_env: dict[str, str],
 ) -> list[dict[str, Any]]:
     """Idle and half-of-C latency runs for one model, each next to one review in-process."""
-    dtype = "float32" if name == "near-zero" else worker_dtype
-    in_process = one_review_in_process(model_dir, texts, device=args.device, dtype=dtype)
+    precision = "fp32" if name == "near-zero" else worker_precision
+    in_process = one_review_in_process(model_dir, texts, device=args.device, precision=precision)
     loads = [("idle", args.latency_idle_rate)]
     if c_rate:
         loads.append((f"half of C ({c_rate / 2:.0f}/s)", c_rate / 2))
     entries = []
     print(f"latency: {name} ...", file=sys.stderr)
-    with serving(model_dir, redis_url, device=args.device, dtype=dtype, worker_env=worker_env) as run:
+    with serving(model_dir, redis_url, device=args.device, precision=precision, worker_env=worker_env) as run:
         for load, rate in loads:
             count = max(10, round(rate * args.latency_seconds * args.scale))
             measured = steady_latencies(run, texts, rate, count)

@@ -1,8 +1,8 @@
 """Reviews per second for one model, three ways, on the same reviews in one run (A, B and C).
 
 - **A**, the reference notebook's way: ``transformers.pipeline(...)`` called once per review, in
-  float32;
-- **B**, the best in-process variant of the same model: every (engine, dtype, batch size) in the
+  fp32;
+- **B**, the best in-process variant of the same model: every (engine, precision, batch size) in the
   grid is run and reported, and the fastest is B. Engines: ``sentiq`` is
   :class:`worker.model.SentimentModel` (the worker's own code: per-review tokenization, sorted
   by length, dynamic padding); ``hf`` is plain transformers (one fast-tokenizer call per batch);
@@ -18,13 +18,16 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import pandas as pd
 
 from benchmarks.gpu_utilisation import sample_gpu
 from benchmarks.machine import peak_rss_mib
 from benchmarks.serving import serving, submit_and_wait
+
+if TYPE_CHECKING:
+    from worker.device import ServedPrecision
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = REPO_ROOT / "sentiq" / "data" / "imdb_test_sample.csv.gz"
@@ -59,13 +62,13 @@ class Variant:
     """One point of B's grid."""
 
     engine: str
-    dtype: str
+    precision: str
     batch_size: int
 
     @property
     def label(self) -> str:
-        """``sentiq bfloat16 bs 32``."""
-        return f"{self.engine} {self.dtype} bs {self.batch_size}"
+        """``sentiq bf16 bs 32``."""
+        return f"{self.engine} {self.precision} bs {self.batch_size}"
 
 
 def _sync(device: str) -> None:
@@ -76,7 +79,7 @@ def _sync(device: str) -> None:
 
 
 def bench_pipeline(model_dir: Path, texts: Sequence[str], max_length: int, device: str = "cpu") -> Timing:
-    """A: one ``pipeline`` call per review, float32, as the reference notebook classifies."""
+    """A: one ``pipeline`` call per review, fp32, as the reference notebook classifies."""
     from transformers import pipeline
 
     classifier = pipeline("text-classification", model=str(model_dir), device=device)
@@ -85,21 +88,21 @@ def bench_pipeline(model_dir: Path, texts: Sequence[str], max_length: int, devic
     for text in _progress(texts, "A: pipeline, one review per call"):
         classifier(text, truncation=True, max_length=max_length)
     _sync(device)
-    return Timing("A pipeline per review (float32)", len(texts), time.perf_counter() - started)
+    return Timing("A pipeline per review (fp32)", len(texts), time.perf_counter() - started)
 
 
 def bench_in_process(
     model_dir: Path, texts: Sequence[str], variants: Iterable[Variant], device: str = "cpu"
 ) -> list[Timing]:
-    """B: each variant over all ``texts``; each dtype is loaded once and warmed up per batch size."""
+    """B: each variant over all ``texts``; each precision is loaded once and warmed up per batch size."""
     from worker.model import SentimentModel
 
     timings: list[Timing] = []
-    by_dtype: dict[str, list[Variant]] = {}
+    by_precision: dict[str, list[Variant]] = {}
     for variant in variants:
-        by_dtype.setdefault(variant.dtype, []).append(variant)
-    for dtype, group in by_dtype.items():
-        model = SentimentModel.load(model_dir, device=device, dtype=dtype)
+        by_precision.setdefault(variant.precision, []).append(variant)
+    for precision, group in by_precision.items():
+        model = SentimentModel.load(model_dir, device=device, precision=cast("ServedPrecision", precision))
         for variant in group:
             run = _run_sentiq if variant.engine == "sentiq" else _run_hf
             run(model, texts[: variant.batch_size], variant.batch_size)  # warm-up at this shape
@@ -145,18 +148,18 @@ def bench_redis(
     redis_url: str,
     *,
     device: str = "cpu",
-    dtype: str = "auto",
+    precision: str = "auto",
     worker_env: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """C: one worker through Redis, after a warm-up submit; also its peak memory."""
     with (
-        serving(model_dir, redis_url, device=device, dtype=dtype, worker_env=worker_env) as run,
+        serving(model_dir, redis_url, device=device, precision=precision, worker_env=worker_env) as run,
         run.client() as client,
     ):
         submit_and_wait(client, texts[: min(len(texts), 64)])
         with sample_gpu(device) as gpu:
             submit_s, total_s = submit_and_wait(client, texts)
-    timing = Timing(f"C redis, 1 worker ({dtype})", len(texts), total_s)
+    timing = Timing(f"C redis, 1 worker ({precision})", len(texts), total_s)
     return {
         **timing.to_json(),
         "submit_seconds": submit_s,
@@ -174,11 +177,11 @@ def bench_model(
     variants: Sequence[Variant],
     redis_url: str,
     device: str,
-    worker_dtype: str,
+    worker_precision: str,
     worker_env: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """A, B (all variants, best picked) and C for one model folder, with C/B and C/A."""
-    from worker.model import read_model_info
+    from sentiq.model_folder import read_model_info
 
     max_length = read_model_info(model_dir).max_length
     print(f"{name}: {model_dir}, max length {max_length}", file=sys.stderr)
@@ -192,7 +195,7 @@ def bench_model(
     result["benchmark_peak_rss_mib"] = max(rss_before or 0.0, peak_rss_mib() or 0.0)
     print("  C: one worker through Redis ...", file=sys.stderr)
     result["C"] = bench_redis(
-        model_dir, texts, redis_url, device=device, dtype=worker_dtype, worker_env=worker_env
+        model_dir, texts, redis_url, device=device, precision=worker_precision, worker_env=worker_env
     )
     c_rate = result["C"]["reviews_per_second"]
     result["C/B"] = c_rate / result["B"]["reviews_per_second"]

@@ -1,10 +1,11 @@
 """``python -m producer``: enqueue reviews, read results, classify, and stream the demo.
 
-Exit codes: 0 on success; 2 for usage and input errors (bad options, unreadable or malformed
-files, invalid reviews, invalid settings); 1 for everything that went wrong at run time
-(Redis unreachable, results that did not arrive in time, ids with no result, reviews that came
-back with an error from ``classify``, a queue still full after ``SENTIQ_PRODUCER_QUEUE_FULL_TIMEOUT_S``,
-a Redis out of memory). Errors are one ``error: ...`` line on stderr, and never show a password.
+Exit codes (the scheme of all three command lines, :mod:`sentiq.errors`): 0 on success; 2 for
+usage and input errors (bad options, unreadable or malformed files, invalid reviews, invalid
+settings); 1 for what went wrong at run time and may pass on a retry (Redis unreachable, results
+that did not arrive in time, ids with no result, reviews that came back with an error from
+``classify``, a queue still full after ``SENTIQ_PRODUCER_QUEUE_FULL_TIMEOUT_S``, a Redis out of
+memory); 130 on Ctrl-C. Errors are one ``error: ...`` line on stderr, and never show a password.
 
 Pass the Redis password in ``SENTIQ_REDIS_PASSWORD`` or ``SENTIQ_REDIS_PASSWORD_FILE`` rather than
 in ``--redis-url``: command lines are visible to every user of the host in ``ps``.
@@ -28,20 +29,17 @@ from producer.stream import preview, stream_reviews
 from producer.writing import OUTPUT_FORMATS, ResultWriter
 from sentiq.contract import review_problem
 from sentiq.errors import (
-    ConfigurationError,
-    DataError,
+    EXIT_FAILURE,
+    EXIT_INTERRUPTED,
+    EXIT_STATUS_SUMMARY,
+    EXIT_SUCCESS,
+    EXIT_USAGE,
     InvalidReviewError,
-    RedisUnavailableError,
-    ResultsTimeoutError,
     SentiqError,
+    exit_code_for,
 )
 from sentiq.redis_connection import redact_secrets, url_has_password
 from sentiq.settings import Settings, describe_validation_error, load_settings
-
-EXIT_OK = 0
-EXIT_FAILURE = 1
-EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
 
 PASSWORD_ON_COMMAND_LINE = (
     "warning: --redis-url carries a password, which every user of this host can read in `ps`; "
@@ -62,7 +60,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m producer",
         description="Send reviews to sentiq's workers over Redis and read their sentiment predictions.",
-        epilog="Settings come from SENTIQ_* environment variables (and .env); the options override them.",
+        epilog="Settings come from SENTIQ_* environment variables (and .env); the options override them.\n\n"
+        + EXIT_STATUS_SUMMARY
+        + "\n1: Redis unreachable, results missing after the timeout, a queue still full, Redis out of"
+        " memory, reviews answered with an error (classify); 2: a bad option or setting, an"
+        " unreadable or malformed file, an invalid review.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
         "--redis-url",
@@ -148,10 +151,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as error:
         # A SENTIQ_* value that does not even parse (e.g. a list that is not JSON).
         return _fail(f"invalid settings: {error}", EXIT_USAGE)
-    except (DataError, InvalidReviewError, ConfigurationError) as error:
-        return _fail(str(error), EXIT_USAGE)
-    except (RedisUnavailableError, ResultsTimeoutError, SentiqError) as error:
-        return _fail(str(error), EXIT_FAILURE)
+    except SentiqError as error:
+        return _fail(str(error), exit_code_for(error))
     except RedisError as error:
         reason = str(error) if settings is None else redact_secrets(str(error), settings.redis)
         return _fail(f"Redis error: {type(error).__name__}: {reason}", EXIT_FAILURE)
@@ -176,7 +177,7 @@ def _enqueue(args: argparse.Namespace, settings: Settings) -> int:
             )
         if not args.wait:
             sys.stdout.writelines(f"{review_id}\n" for review_id in ids)
-            return EXIT_OK
+            return EXIT_SUCCESS
         with (
             ResultWriter(args.output, args.output_format) as writer,
             Progress(len(ids), "results", enabled=show_progress) as progress,
@@ -184,7 +185,7 @@ def _enqueue(args: argparse.Namespace, settings: Settings) -> int:
             for prediction in client.iter_results(ids, timeout=args.timeout):
                 writer.write(prediction)
                 progress.update(writer.count)
-    return EXIT_OK
+    return EXIT_SUCCESS
 
 
 def _get(args: argparse.Namespace, settings: Settings) -> int:
@@ -198,7 +199,7 @@ def _get(args: argparse.Namespace, settings: Settings) -> int:
     if missing:
         sys.stdout.flush()
         raise CommandError(f"no result for {len(missing)} id(s): {', '.join(missing)}")
-    return EXIT_OK
+    return EXIT_SUCCESS
 
 
 def _classify(args: argparse.Namespace, settings: Settings) -> int:
@@ -215,7 +216,7 @@ def _classify(args: argparse.Namespace, settings: Settings) -> int:
     failed = sum(prediction.error is not None for prediction in predictions)
     if failed:
         raise CommandError(f"{failed} of {len(predictions)} review(s) could not be classified")
-    return EXIT_OK
+    return EXIT_SUCCESS
 
 
 def _stream(args: argparse.Namespace, settings: Settings) -> int:
@@ -233,7 +234,7 @@ def _stream(args: argparse.Namespace, settings: Settings) -> int:
             timeout=args.timeout,
         )
     sys.stdout.write(summary.format() + "\n")
-    return EXIT_OK
+    return EXIT_SUCCESS
 
 
 _COMMANDS = {"enqueue": _enqueue, "get": _get, "classify": _classify, "stream": _stream}

@@ -31,8 +31,10 @@ MAX_REVIEWS_PER_JOB = 1_000
 #: Most bytes of a job's serialized ``data`` field. A worker refuses a bigger job without reading it
 #: (it cannot answer its reviews one by one without loading it); producers split jobs to stay below.
 MAX_JOB_DATA_BYTES = 16 * 1024 * 1024
-LABELS: tuple[str, str] = ("negative", "positive")
+#: The label vocabulary: every prediction's ``label`` is one of these (a model folder maps them to
+#: output indices in this order, see :mod:`sentiq.model_folder`).
 Label = Literal["negative", "positive"]
+LABELS: tuple[Label, Label] = ("negative", "positive")
 
 
 def new_review_id() -> str:

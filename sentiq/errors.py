@@ -4,6 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+#: Longest message :func:`one_line` keeps.
+_MAX_REASON_CHARS = 300
+
+
+def one_line(error: BaseException) -> str:
+    """``ExceptionClass: message`` on one line, at most a few hundred characters."""
+    message = " ".join(str(error).split())
+    if len(message) > _MAX_REASON_CHARS:
+        message = message[: _MAX_REASON_CHARS - 3] + "..."
+    return f"{type(error).__name__}: {message}" if message else type(error).__name__
+
 
 class SentiqError(Exception):
     """Base class for all errors raised by sentiq."""
@@ -116,3 +127,38 @@ def _enqueued_note(enqueued_ids: Sequence[str]) -> str:
     if not enqueued_ids:
         return "nothing was enqueued"
     return f"the first {len(enqueued_ids)} review(s) of this submit were enqueued, the rest were not"
+
+
+# The exit statuses of the three command lines (python -m worker, producer, training): one scheme.
+EXIT_SUCCESS = 0
+#: A run-time failure that may pass on a retry (Redis unreachable, results late, hub unreachable).
+EXIT_FAILURE = 1
+#: Bad input or configuration (an option, a setting, a file, a model folder): retrying cannot help.
+EXIT_USAGE = 2
+#: Interrupted (Ctrl-C), as shells report a SIGINT.
+EXIT_INTERRUPTED = 130
+#: The lines every command line's ``--help`` ends with; each adds its own examples.
+EXIT_STATUS_SUMMARY = f"""\
+exit status (the same for python -m worker, producer and training):
+  {EXIT_SUCCESS}    success
+  {EXIT_FAILURE}    run-time failure that may pass on a retry
+  {EXIT_USAGE}    bad input or configuration: retrying cannot help
+  {EXIT_INTERRUPTED}  interrupted (Ctrl-C)
+Every failure is one 'error: ...' line on stderr; no password is ever printed."""
+
+#: Errors that say the input or configuration must change.
+_USAGE_ERRORS: tuple[type[BaseException], ...] = (
+    ConfigurationError,
+    InvalidReviewError,
+    ModelLoadError,
+    DataError,
+    # The cure is another --base-model (`bundled` offline), also when the hub is out of reach.
+    BaseModelUnavailableError,
+)
+
+
+def exit_code_for(error: BaseException) -> int:
+    """:data:`EXIT_USAGE` for what the caller must change, :data:`EXIT_FAILURE` for what may pass on retry."""
+    if isinstance(error, KeyboardInterrupt):
+        return EXIT_INTERRUPTED
+    return EXIT_USAGE if isinstance(error, _USAGE_ERRORS) else EXIT_FAILURE

@@ -16,10 +16,30 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from sentiq.contract import MAX_REVIEWS_PER_JOB
+
+#: The arithmetic a model runs in, one word for worker, training and evaluation: ``auto`` or the
+#: weights' (worker, evaluate) or autocast's (training) floating-point format.
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
+PRECISIONS: tuple[Precision, ...] = ("auto", "fp32", "bf16", "fp16")
+#: The worker's former ``dtype`` values (``--dtype``, ``SENTIQ_WORKER_DTYPE``), still accepted.
+PRECISION_OF_DTYPE: dict[str, Precision] = {
+    "auto": "auto",
+    "float32": "fp32",
+    "bfloat16": "bf16",
+    "float16": "fp16",
+}
 
 DEFAULT_BASE_MODEL = "huawei-noah/TinyBERT_General_4L_312D"
 BUNDLED_BASE_MODEL = "bundled"
@@ -142,8 +162,10 @@ class WorkerSettings(BaseModel):
     """How a worker runs the model and batches jobs."""
 
     device: str = Field(default="auto", description="auto, cpu, cuda or cuda:N.")
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
-        default="auto", description="auto: bf16/fp16 on GPU, bf16 on CPUs with AMX, else float32."
+    precision: Precision = Field(
+        default="auto",
+        description="Weights' precision. auto: bf16 (else fp16) on GPU, bf16 on CPUs with AMX or "
+        "AVX512-BF16, else fp32.",
     )
     max_batch_size: int = Field(default=64, gt=0, description="Most reviews in one forward pass.")
     max_batch_tokens: int = Field(
@@ -170,6 +192,18 @@ class WorkerSettings(BaseModel):
         default=None,
         description="Touched once the model is loaded and warm, and at each heartbeat; for healthchecks.",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _former_dtype_name(cls, values: Any) -> Any:
+        # SENTIQ_WORKER_DTYPE=float32 (the setting's former name and values) keeps working;
+        # SENTIQ_WORKER_PRECISION wins when both are set.
+        if isinstance(values, dict) and "dtype" in values:
+            values = dict(values)
+            dtype = values.pop("dtype")
+            if "precision" not in values:
+                values["precision"] = PRECISION_OF_DTYPE.get(str(dtype).lower(), dtype)
+        return values
 
 
 class ProducerSettings(BaseModel):
@@ -222,8 +256,9 @@ class TrainSettings(BaseModel):
         default=None, gt=0, description="Validate each epoch on at most this many held-out rows."
     )
     seed: int = Field(default=42, description="Seed for the split, sampling and training.")
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
-        default="auto", description="auto: bf16 (else fp16) on a CUDA GPU, fp32 on CPU."
+    precision: Precision = Field(
+        default="auto",
+        description="Mixed precision (autocast). auto: bf16 (else fp16) on a CUDA GPU, fp32 on CPU.",
     )
 
 
@@ -263,17 +298,23 @@ def load_settings(**overrides: Any) -> Settings:
     return Settings.model_validate(merged)
 
 
-def describe_validation_error(error: ValidationError) -> str:
+def describe_validation_error(error: ValidationError, *, as_flags: bool = False) -> str:
     """``invalid setting redis.url (SENTIQ_REDIS_URL): ...`` for each problem, on one line.
 
-    The rejected values are left out (and :class:`Settings` hides them from the error's own
-    text): a Redis URL may carry a password.
+    With ``as_flags`` a setting is named by its command-line flag: ``invalid setting --max-length
+    (SENTIQ_TRAIN_MAX_LENGTH): ...``. The one formatter of the three command lines. The rejected
+    values are left out (and :class:`Settings` hides them from the error's own text): a Redis URL
+    may carry a password.
     """
     problems = []
     for problem in error.errors():
         location = [str(part) for part in problem["loc"]]
         name = ".".join(location) or "settings"
         if len(location) >= 2:
-            name += f" (SENTIQ_{location[0].upper()}_{location[1].upper()})"
-        problems.append(f"{name}: {problem['msg']}")
+            section, field = location[0], location[1]
+            shown = f"--{field.replace('_', '-')}" if as_flags else name
+            name = f"{shown} (SENTIQ_{section.upper()}_{field.upper()})"
+        # A validator's ValueError reads "Value error, <our message>": the prefix says nothing.
+        message = str(problem["msg"]).removeprefix("Value error, ")
+        problems.append(f"{name}: {message}")
     return "invalid setting " + "; ".join(problems)

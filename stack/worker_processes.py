@@ -45,7 +45,7 @@ def worker_environment(
         SENTIQ_QUEUE_KEY_PREFIX=settings.queue.key_prefix,
         SENTIQ_MODEL_PATH=str(settings.model.path),
         SENTIQ_WORKER_DEVICE=settings.worker.device,
-        SENTIQ_WORKER_DTYPE=settings.worker.dtype,
+        SENTIQ_WORKER_PRECISION=settings.worker.precision,
         SENTIQ_WORKER_HEARTBEAT_TTL_S=str(settings.worker.heartbeat_ttl_s),
         SENTIQ_WORKER_MAINTENANCE_INTERVAL_S=str(settings.worker.maintenance_interval_s),
         SENTIQ_WORKER_READY_FILE=str(ready_file),

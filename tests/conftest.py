@@ -13,7 +13,7 @@ from redis import Redis
 from sentiq.settings import Settings, load_settings
 from stack.embedded_redis import EmbeddedRedis
 from stack.namespace import delete_namespace
-from tests.tiny_bert import build_tiny_base_model, sample_texts
+from tools.tiny_models import build_tiny_model, sample_texts
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_DIR = REPO_ROOT / "sentiq" / "data"
@@ -50,7 +50,7 @@ def settings(redis_url: str, redis_client: Redis, tiny_model_dir: Path) -> Itera
         redis={"url": redis_url},
         queue={"name": namespace, "key_prefix": namespace},
         model={"path": tiny_model_dir},
-        worker={"device": "cpu", "dtype": "float32", "heartbeat_ttl_s": 5, "maintenance_interval_s": 2},
+        worker={"device": "cpu", "precision": "fp32", "heartbeat_ttl_s": 5, "maintenance_interval_s": 2},
     )
     yield built
     delete_namespace(redis_client, namespace)
@@ -60,11 +60,11 @@ def settings(redis_url: str, redis_client: Redis, tiny_model_dir: Path) -> Itera
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A random tiny BERT classifier folder with negative:0 / positive:1 labels."""
     folder = tmp_path_factory.mktemp("tiny-bert")
-    return build_tiny_base_model(folder, sample_texts(TRAIN_SAMPLE))
+    return build_tiny_model(folder, sample_texts(TRAIN_SAMPLE))
 
 
 @pytest.fixture(scope="session")
 def tiny_base_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A random tiny BERT with no label names, standing in for a hub base model."""
     folder = tmp_path_factory.mktemp("tiny-base")
-    return build_tiny_base_model(folder, sample_texts(TRAIN_SAMPLE), with_labels=False)
+    return build_tiny_model(folder, sample_texts(TRAIN_SAMPLE), with_labels=False)

@@ -27,7 +27,7 @@ def _results() -> dict[str, Any]:
         "cpu_flags": {"avx2": True, "amx_bf16": False},
         "load_average_1m": 1.0,
     }
-    b_best = _timing("B sentiq bfloat16 bs 16", 100, 2.0)
+    b_best = _timing("B sentiq bf16 bs 16", 100, 2.0)
     return {
         "device": "cpu",
         "date": "2026-11-28",
@@ -37,10 +37,10 @@ def _results() -> dict[str, Any]:
         "models": [
             {
                 "model": "tinybert-shape",
-                "A": _timing("A pipeline per review (float32)", 50, 5.0),
-                "B_variants": [_timing("B sentiq float32 bs 16", 100, 4.0), b_best],
+                "A": _timing("A pipeline per review (fp32)", 50, 5.0),
+                "B_variants": [_timing("B sentiq fp32 bs 16", 100, 4.0), b_best],
                 "B": b_best,
-                "C": _timing("C redis, 1 worker (bfloat16)", 100, 2.5),
+                "C": _timing("C redis, 1 worker (bf16)", 100, 2.5),
                 "C/B": 0.8,
                 "C/A": 4.0,
             }
@@ -65,9 +65,9 @@ def test_markdown_reports_ceiling_abc_ratios_latency_and_memory() -> None:
     text = report.markdown(_results())
     ceiling_row = "| queue ceiling | near-zero (1 layer, hidden 16, 32 tokens) | C, 1 worker | 4000 | 8.00 |"
     assert ceiling_row + " **500.0** | 2.000 ms/review |" in text
-    assert "| A | tinybert-shape | pipeline per review (float32) | 50 | 5.00 | 10.0 | |" in text
-    assert "in-process sentiq bfloat16 bs 16 (best)" in text
-    assert "in-process sentiq float32 bs 16 |" in text
+    assert "| A | tinybert-shape | pipeline per review (fp32) | 50 | 5.00 | 10.0 | |" in text
+    assert "in-process sentiq bf16 bs 16 (best)" in text
+    assert "in-process sentiq fp32 bs 16 |" in text
     assert "**40.0** | C/B 0.80, C/A 4.00 |" in text
     # p50 31 ms against 20 ms in-process: an 11 ms gap.
     assert "| 31.0 | 70.0 | 72.0 | 20.0 | 11.0 |" in text
@@ -133,7 +133,7 @@ def test_benchmark_run_writes_every_section(tmp_path: Path, redis_url: str) -> N
         "--count", "12",
         "--pipeline-count", "4",
         "--ceiling-count", "48",
-        "--dtypes", "float32",
+        "--precisions", "fp32",
         "--batch-sizes", "4",
         "--latency-seconds", "1",
         "--latency-idle-rate", "10",
@@ -146,7 +146,7 @@ def test_benchmark_run_writes_every_section(tmp_path: Path, redis_url: str) -> N
     assert ceiling["reviews"] == 48 and ceiling["reviews_per_second"] > 0 and ceiling["worker_peak_rss_mib"]
     (model,) = results["models"]
     assert model["A"]["reviews"] == 4
-    assert [b["way"] for b in model["B_variants"]] == ["B sentiq float32 bs 4", "B hf float32 bs 4"]
+    assert [b["way"] for b in model["B_variants"]] == ["B sentiq fp32 bs 4", "B hf fp32 bs 4"]
     assert model["C"]["reviews"] == 12 and model["C/B"] > 0 and model["C/A"] > 0
     loads = [entry["load"] for entry in results["latency"]]
     assert loads[0] == "idle" and loads[1].startswith("half of C") and len(loads) == 2

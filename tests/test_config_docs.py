@@ -149,8 +149,8 @@ def test_table_rows_escape_pipes_and_show_unset_defaults() -> None:
     table = settings_table()
     row = next(line for line in table.splitlines() if "`SENTIQ_WORKER_READY_FILE`" in line)
     assert "| path, optional | *unset* |" in row
-    dtype = next(line for line in table.splitlines() if "`SENTIQ_WORKER_DTYPE`" in line)
-    assert "auto or float32 or bfloat16 or float16" in dtype
+    precision = next(line for line in table.splitlines() if "`SENTIQ_WORKER_PRECISION`" in line)
+    assert "auto or fp32 or bf16 or fp16" in precision
     assert all(line.count(" | ") == 3 for line in table.splitlines()), "a cell leaks an unescaped pipe"
 
 

@@ -29,7 +29,7 @@ from sentiq.settings import Settings, load_settings
 from stack.namespace import delete_namespace
 from tests.conftest import TRAIN_SAMPLE
 from tests.support.workers import WorkerProcess, running_workers
-from tests.tiny_bert import sample_texts
+from tools.tiny_models import sample_texts
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 WIRE_SECTION = "## Wire contract and result-store layout"
@@ -193,7 +193,7 @@ def shared_settings(redis_url: str, tiny_model_dir: Path) -> Iterator[Settings]:
         redis={"url": redis_url},
         queue={"name": namespace, "key_prefix": namespace},
         model={"path": tiny_model_dir},
-        worker={"device": "cpu", "dtype": "float32", "heartbeat_ttl_s": 5, "maintenance_interval_s": 2},
+        worker={"device": "cpu", "precision": "fp32", "heartbeat_ttl_s": 5, "maintenance_interval_s": 2},
     )
     client = Redis.from_url(redis_url)
     try:

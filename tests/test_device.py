@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 
 from sentiq.errors import ConfigurationError
-from worker.device import choose_device, choose_dtype, cpu_has_fast_bf16, host_ticket_key
+from sentiq.settings import Precision, load_settings
+from worker.cli import build_parser, settings_from_args
+from worker.device import choose_device, choose_precision, cpu_has_fast_bf16, host_ticket_key
 
 
 def test_auto_without_gpu_falls_back_to_cpu() -> None:
@@ -53,20 +55,36 @@ def test_impossible_devices_are_refused(requested: str, gpus: int, message: str)
 @pytest.mark.parametrize(
     ("requested", "device", "cuda_bf16", "cpu_fast", "expected"),
     [
-        ("auto", "cuda:0", True, False, "bfloat16"),
-        ("auto", "cuda:1", False, False, "float16"),
-        ("auto", "cpu", False, True, "bfloat16"),
-        ("auto", "cpu", False, False, "float32"),
-        ("float32", "cuda:0", True, True, "float32"),
+        ("auto", "cuda:0", True, False, "bf16"),
+        ("auto", "cuda:1", False, False, "fp16"),
+        ("auto", "cpu", False, True, "bf16"),
+        ("auto", "cpu", False, False, "fp32"),
+        ("fp32", "cuda:0", True, True, "fp32"),
+        ("bf16", "cpu", False, False, "bf16"),
     ],
 )
-def test_dtype_choice(requested: str, device: str, cuda_bf16: bool, cpu_fast: bool, expected: str) -> None:
-    assert choose_dtype(requested, device, cuda_bf16=cuda_bf16, cpu_bf16_fast=cpu_fast) == expected
+def test_precision_choice(
+    requested: Precision, device: str, cuda_bf16: bool, cpu_fast: bool, expected: str
+) -> None:
+    assert choose_precision(requested, device, cuda_bf16=cuda_bf16, cpu_bf16_fast=cpu_fast) == expected
 
 
-def test_float16_on_cpu_is_refused() -> None:
-    with pytest.raises(ConfigurationError, match="float16"):
-        choose_dtype("float16", "cpu", cuda_bf16=False, cpu_bf16_fast=True)
+@pytest.mark.parametrize(
+    ("requested", "device", "message"),
+    [("fp16", "cpu", "fp16 is not supported on CPU"), ("bf16", "cuda:0", "bf16")],
+)
+def test_impossible_precisions_are_refused(requested: Precision, device: str, message: str) -> None:
+    with pytest.raises(ConfigurationError, match=message):
+        choose_precision(requested, device, cuda_bf16=False, cpu_bf16_fast=True)
+
+
+def test_the_former_dtype_names_still_configure_the_precision(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SENTIQ_WORKER_DTYPE", "bfloat16")
+    assert load_settings().worker.precision == "bf16"
+    monkeypatch.setenv("SENTIQ_WORKER_PRECISION", "fp32")
+    assert load_settings().worker.precision == "fp32"
+    args = build_parser().parse_args(["--dtype", "float16"])
+    assert settings_from_args(args).worker.precision == "fp16"
 
 
 @pytest.mark.parametrize(

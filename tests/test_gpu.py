@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from worker.device import choose_device, choose_dtype
+from worker.device import choose_device, choose_precision
 from worker.model import SentimentModel
 
 pytestmark = [
@@ -18,9 +18,11 @@ pytestmark = [
 
 def test_model_on_gpu_in_half_precision_agrees_with_cpu(tiny_model_dir: Path) -> None:
     choice = choose_device("auto", gpu_count=torch.cuda.device_count(), take_ticket=lambda: 0)
-    dtype = choose_dtype("auto", choice.device, cuda_bf16=torch.cuda.is_bf16_supported(), cpu_bf16_fast=False)
-    gpu = SentimentModel.load(tiny_model_dir, device=choice.device, dtype=dtype)
-    cpu = SentimentModel.load(tiny_model_dir, device="cpu", dtype="float32")
+    precision = choose_precision(
+        "auto", choice.device, cuda_bf16=torch.cuda.is_bf16_supported(), cpu_bf16_fast=False
+    )
+    gpu = SentimentModel.load(tiny_model_dir, device=choice.device, precision=precision)
+    cpu = SentimentModel.load(tiny_model_dir, device="cpu", precision="fp32")
     texts = ["a fine film", "a dull film " * 50, "terrible", "great great great"]
     on_gpu, _ = gpu.predict(texts)
     on_cpu, _ = cpu.predict(texts)

@@ -11,7 +11,8 @@ import pytest
 from transformers import AutoTokenizer
 
 from sentiq.errors import ModelLoadError
-from worker.model import SentimentModel, read_model_info
+from sentiq.model_folder import read_model_info
+from worker.model import SentimentModel
 
 TRAINED_METRICS = {"model_id": "tiny@test", "max_length": 128, "truncation": "head"}
 
@@ -27,7 +28,7 @@ def copy_model(source: Path, target: Path, metrics: object = TRAINED_METRICS) ->
 
 @pytest.fixture(scope="module")
 def model(tiny_model_dir: Path) -> SentimentModel:
-    return SentimentModel.load(tiny_model_dir, device="cpu", dtype="float32", max_batch_size=4)
+    return SentimentModel.load(tiny_model_dir, device="cpu", precision="fp32", max_batch_size=4)
 
 
 def test_predicts_a_label_and_its_probability_in_input_order(model: SentimentModel) -> None:

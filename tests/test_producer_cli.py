@@ -236,7 +236,7 @@ def test_unusable_redis_url_is_one_clean_line(
     settings: Settings, tmp_path: Path, url: str, message: str
 ) -> None:
     result = run_cli(settings, "get", "x", cwd=tmp_path, extra_env={"SENTIQ_REDIS_URL": url})
-    assert_clean_error(result, 2, "invalid setting redis.url (SENTIQ_REDIS_URL): Value error, " + message)
+    assert_clean_error(result, 2, "invalid setting redis.url (SENTIQ_REDIS_URL): " + message)
     assert len(result.stderr.strip().splitlines()) == 1
     assert "cli-s3cret" not in result.stderr
 

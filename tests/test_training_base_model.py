@@ -7,11 +7,10 @@ from pathlib import Path
 import pytest
 
 from sentiq.errors import BaseModelUnavailableError
+from sentiq.model_folder import id2label, label2id
 from sentiq.settings import DEFAULT_BASE_MODEL
 from training.base_model import (
     BUNDLED_DESCRIPTION,
-    ID2LABEL,
-    LABEL2ID,
     bundled_model_path,
     load_base_model,
     max_positions,
@@ -36,8 +35,8 @@ def test_a_local_folder_loads_as_a_two_label_classifier(tiny_base_model_dir: Pat
     assert source.location == str(tiny_base_model_dir.resolve())
     tokenizer, model = load_base_model(source)
     assert model.config.num_labels == 2
-    assert model.config.label2id == LABEL2ID
-    assert model.config.id2label == ID2LABEL
+    assert model.config.label2id == label2id()
+    assert model.config.id2label == id2label()
     assert max_positions(model, tokenizer) == 512
 
 

@@ -12,10 +12,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from sentiq.settings import load_settings
+from sentiq.settings import describe_validation_error, load_settings
 from tests.conftest import REPO_ROOT, TEST_SAMPLE
-from training.cli import build_parser, describe_validation_error, main
+from training.cli import build_parser, main
 from training.presets import PRESETS, apply_preset
+from worker.device import cpu_has_fast_bf16
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -81,7 +82,7 @@ def test_evaluate_json_is_one_object_on_stdout(tiny_model_dir: Path) -> None:
     assert completed.returncode == 0, completed.stderr
     result = json.loads(completed.stdout)
     assert result["samples"] == 60
-    # The folder's metrics.json decides the preprocessing (tests/tiny_bert.py writes 128, head).
+    # The folder's metrics.json decides the preprocessing (tools/tiny_models.py writes 128, head).
     assert (result["max_length"], result["truncation"]) == (128, "head")
     counts = ("true_positives", "false_positives", "true_negatives", "false_negatives")
     assert sum(result[key] for key in counts) == 60
@@ -89,7 +90,8 @@ def test_evaluate_json_is_one_object_on_stdout(tiny_model_dir: Path) -> None:
     predicted_positive = result["true_positives"] + result["false_positives"]
     expected_precision = result["true_positives"] / predicted_positive if predicted_positive else 0.0
     assert result["precision"] == pytest.approx(expected_precision)
-    assert result["dtype"] == "fp32"
+    # --precision auto: what a worker on this machine serves.
+    assert result["weights_precision"] == ("bf16" if cpu_has_fast_bf16() else "fp32")
     assert "Scoring" in completed.stderr  # the progress bar went to stderr
 
 
@@ -131,7 +133,7 @@ def test_evaluate_prints_a_summary(tiny_model_dir: Path, capsys: pytest.CaptureF
 def test_invalid_setting_names_flag_and_variable(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["train", "--max-length", "4", "--output-dir", str(tmp_path / "m")]) == 2
     err = capsys.readouterr().err
-    assert "error: invalid setting: --max-length (SENTIQ_TRAIN_MAX_LENGTH)" in err
+    assert "error: invalid setting --max-length (SENTIQ_TRAIN_MAX_LENGTH): " in err
 
 
 def test_force_and_if_missing_are_exclusive(capsys: pytest.CaptureFixture[str]) -> None:
@@ -158,4 +160,5 @@ def test_validation_errors_read_as_flags() -> None:
 
     with pytest.raises(ValidationError) as caught:
         load_settings(train={"batch_size": 0})
-    assert describe_validation_error(caught.value).startswith("--batch-size (SENTIQ_TRAIN_BATCH_SIZE): ")
+    message = describe_validation_error(caught.value, as_flags=True)
+    assert message.startswith("invalid setting --batch-size (SENTIQ_TRAIN_BATCH_SIZE): ")

@@ -21,8 +21,9 @@ import torch
 from transformers import AutoTokenizer, BertForSequenceClassification
 
 from sentiq.errors import ConfigurationError
+from sentiq.model_folder import label2id
 from tests.test_training_cli import run_cli
-from tests.tiny_bert import LABEL2ID, build_tiny_base_model
+from tools.tiny_models import build_tiny_model
 from training.cli import main
 from training.encoding import ReviewEncoder
 from training.explain import Explanation, explain, explanation_html
@@ -91,12 +92,12 @@ def sentiment_model(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     folder = tmp_path_factory.mktemp("explain-model")
     reviews = synthetic_reviews(512, seed=1)
     texts = reviews["review"].tolist()
-    labels = torch.tensor([LABEL2ID[name] for name in reviews["sentiment"]])
+    labels = torch.tensor([label2id()[name] for name in reviews["sentiment"]])
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # a model this small runs fastest on one thread, alone on a busy CPU
     try:
         torch.manual_seed(0)
-        build_tiny_base_model(folder, texts)
+        build_tiny_model(folder, texts)
         tokenizer = AutoTokenizer.from_pretrained(folder)
         model = BertForSequenceClassification.from_pretrained(folder)
         encoded = ReviewEncoder(tokenizer, MAX_LENGTH, "head_tail").encode(texts)

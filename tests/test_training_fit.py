@@ -165,7 +165,7 @@ def test_evaluate_json_reproduces_the_trainers_test_numbers(
 
 def test_the_worker_sees_the_same_input(trained: Path, workspace: Path) -> None:
     from training.evaluation import load_model, predict
-    from training.runtime import choose_runtime
+    from training.precision import choose_runtime
     from worker.model import SentimentModel
 
     texts = pd.read_csv(workspace / "test.csv", keep_default_na=False)["review"].tolist()

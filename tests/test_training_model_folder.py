@@ -1,4 +1,4 @@
-"""training.model_folder: when a run may write, how a finished model is put in place, and what the
+"""training.output_folder: when a run may write, how a finished model is put in place, and what the
 folder tells a Hugging Face user (card front matter, model id, no paths of the training machine)."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import yaml  # type: ignore[import-untyped]
 from sentiq.errors import ConfigurationError
 from tests.conftest import REPO_ROOT, TEST_SAMPLE, TRAIN_SAMPLE
 from training.cli import main
-from training.model_folder import (
+from training.output_folder import (
     ExistingModel,
     derive_model_id,
     has_model,

@@ -1,4 +1,4 @@
-"""training.runtime: device and precision choice, CPU threads, versions and commit."""
+"""training.precision: device and precision choice, CPU threads, versions and commit."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from sentiq.errors import ConfigurationError
-from training.runtime import choose_runtime, git_commit, package_versions, usable_cores
+from training.precision import choose_runtime, git_commit, package_versions, usable_cores
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="CPU behaviour")

@@ -22,6 +22,7 @@ from sentiq.errors import ModelLoadError
 from sentiq.settings import Settings
 from stack.embedded_redis import EmbeddedRedis, free_port
 from tests.support.workers import REPO_ROOT, WorkerProcess, worker_env
+from worker.assembly import load_model
 from worker.cli import (
     EXIT_FAILURE,
     EXIT_USAGE,
@@ -33,7 +34,6 @@ from worker.cli import (
     settings_from_args,
 )
 from worker.model import SentimentModel
-from worker.runtime import load_model
 
 PASSWORD = "Xq7-not-in-any-log"
 TIMEOUT_S = 180
@@ -260,7 +260,7 @@ def test_max_length_flag_and_documented_exit_status() -> None:
     parser = build_parser()
     assert settings_from_args(parser.parse_args(["--max-length", "128"])).worker.max_length == 128
     help_text = parser.format_help()
-    assert "exit status:" in help_text
+    assert "exit status (the same for python -m worker, producer and training):" in help_text
     for status in (f"  {EXIT_FAILURE}    runtime failure", f"  {EXIT_USAGE}    bad input or configuration"):
         assert status in help_text
 
@@ -274,12 +274,12 @@ def test_any_exception_while_loading_becomes_a_model_load_error(
 
     monkeypatch.setattr(SentimentModel, "load", fail_to_load)
     with pytest.raises(ModelLoadError) as caught:
-        load_model(settings, "cpu", "float32")
+        load_model(settings, "cpu", "fp32")
     assert isinstance(caught.value.__cause__, RuntimeError)
     message, status = describe_failure(caught.value, settings)
     assert status == EXIT_USAGE
     assert fail(message, status) == EXIT_USAGE
     assert capsys.readouterr().err == (
-        f"error: cannot load the model: {settings.model.path}: RuntimeError while loading on cpu (float32): "
+        f"error: cannot load the model: {settings.model.path}: RuntimeError while loading on cpu (fp32): "
         "CUDA error: out of memory CUDA kernel errors might be reported later\n"
     )

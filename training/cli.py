@@ -17,17 +17,28 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from sentiq.errors import ConfigurationError, SentiqError
-from sentiq.settings import DEFAULT_BASE_MODEL, TrainSettings, load_settings
+from sentiq.errors import (
+    EXIT_INTERRUPTED,
+    EXIT_STATUS_SUMMARY,
+    EXIT_USAGE,
+    ConfigurationError,
+    SentiqError,
+    exit_code_for,
+)
+from sentiq.settings import (
+    DEFAULT_BASE_MODEL,
+    PRECISIONS,
+    TrainSettings,
+    describe_validation_error,
+    load_settings,
+)
 from sentiq.text import TRUNCATION_MODES
-from training.model_folder import ExistingModel, should_train
+from training.output_folder import ExistingModel, should_train
 from training.presets import PRESETS, apply_preset
 from training.report import read_metrics
-from training.runtime import PRECISIONS
 
 log = logging.getLogger("training")
 
-EXIT_ERROR = 2
 _DEFAULTS = TrainSettings()
 _TRAIN_FLAGS = (
     "data",
@@ -59,7 +70,11 @@ def build_parser() -> argparse.ArgumentParser:
             "  python -m training evaluate --model models/sentiq-tinybert --data reviews.csv --json\n"
             '  python -m training explain --model models/sentiq-tinybert "A moving film." --html e.html\n\n'
             "Every train option can also be set in the environment (SENTIQ_TRAIN_EPOCHS=1, ...) or .env;\n"
-            "flags win over the environment."
+            "flags win over the environment.\n\n"
+            + EXIT_STATUS_SUMMARY
+            + "\n2: a bad option or setting, a data file that is missing, empty or malformed, a base\n"
+            "model that cannot be found (offline: --base-model bundled), a model folder that does not\n"
+            "load, an existing model without --force or --if-missing."
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -173,7 +188,8 @@ def add_evaluate_parser(commands: Any) -> None:
         description=(
             "Score a model folder on labelled data (IMDB style review,sentiment or SST-2 style "
             "sentence,label): accuracy, precision/recall/F1 of the positive class, confusion counts. "
-            "The folder's own max_length and truncation (metrics.json) are applied."
+            "The model is loaded and run by the worker's own code (its max_length and truncation "
+            "from metrics.json, its batching and precision), so the accuracy is what a worker serves."
         ),
     )
     add_model_argument(evaluate)
@@ -195,7 +211,21 @@ def add_evaluate_parser(commands: Any) -> None:
     evaluate.add_argument(
         "--seed", type=int, help=f"seed of the --max-samples subset (default {_DEFAULTS.seed})"
     )
-    evaluate.add_argument("--precision", choices=PRECISIONS, default="auto", help="as for train")
+    evaluate.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="auto",
+        help="the weights' precision, as a worker's --precision: auto (default) picks what a worker "
+        "on this machine serves (bf16 on GPUs and on CPUs with native bf16, else fp32); the result "
+        "reports it as weights_precision",
+    )
+    evaluate.add_argument(
+        "--max-length",
+        type=int,
+        default=0,
+        metavar="N",
+        help="override the folder's recorded max length (needed for folders without metrics.json)",
+    )
     evaluate.add_argument(
         "--json",
         action="store_true",
@@ -260,7 +290,7 @@ def add_explain_parser(commands: Any) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run ``python -m training``; returns the exit status (2 with ``error: ...`` on bad input)."""
+    """Run ``python -m training``; returns the exit status (see :data:`sentiq.errors.EXIT_STATUS_SUMMARY`)."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
@@ -273,13 +303,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_evaluate(args)
     except SentiqError as error:
         print(f"error: {error}", file=sys.stderr)
-        return EXIT_ERROR
+        return exit_code_for(error)
     except ValidationError as error:
-        print(f"error: invalid setting: {describe_validation_error(error)}", file=sys.stderr)
-        return EXIT_ERROR
+        print(f"error: {describe_validation_error(error, as_flags=True)}", file=sys.stderr)
+        return EXIT_USAGE
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -323,6 +353,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         batch_size=settings.train.batch_size,
         seed=settings.train.seed,
         precision=args.precision,
+        max_length=args.max_length,
     )
     if args.json:
         print(json.dumps(result))
@@ -407,20 +438,7 @@ def format_result(result: dict[str, Any]) -> str:
             f"positive   precision {r['precision']:.4f}  recall {r['recall']:.4f}  F1 {r['f1']:.4f}",
             f"confusion  TP {r['true_positives']}  FP {r['false_positives']}  "
             f"TN {r['true_negatives']}  FN {r['false_negatives']}",
-            f"speed      {r['reviews_per_second']} reviews/s on {r['device']} ({r['dtype']})",
+            f"speed      {r['reviews_per_second']} reviews/s on {r['device']} "
+            f"({r['weights_precision']} weights)",
         ]
     )
-
-
-def describe_validation_error(error: ValidationError) -> str:
-    """``--max-length (SENTIQ_TRAIN_MAX_LENGTH): Input should be greater than 8`` for each problem."""
-    problems = []
-    for problem in error.errors():
-        location = [str(part) for part in problem["loc"]]
-        if len(location) >= 2:
-            section, field = location[0], location[1]
-            name = f"--{field.replace('_', '-')} (SENTIQ_{section.upper()}_{field.upper()})"
-        else:
-            name = ".".join(location) or "settings"
-        problems.append(f"{name}: {problem['msg']}")
-    return "; ".join(problems)

@@ -25,12 +25,15 @@ from typing import Any
 from datasets import ClassLabel, Dataset, Features, Value, concatenate_datasets, load_dataset
 
 import sentiq
+from sentiq.contract import LABELS
 from sentiq.errors import DataError
+from sentiq.model_folder import label2id
 
 log = logging.getLogger(__name__)
 
-LABEL_NAMES = ("negative", "positive")
-FEATURES = Features({"text": Value("string"), "label": ClassLabel(names=list(LABEL_NAMES))})
+#: The label names, in the order of their ids (the model folder's, :func:`sentiq.model_folder.label2id`).
+LABEL_NAMES = list(LABELS)
+FEATURES = Features({"text": Value("string"), "label": ClassLabel(names=LABEL_NAMES)})
 DEFAULT_TRAIN_DATA = Path(sentiq.__file__).resolve().parent / "data" / "imdb_train_sample.csv.gz"
 
 # File name endings -> the ``datasets`` packaged builder that reads them.
@@ -45,7 +48,7 @@ _BUILDERS = {
 }
 _TEXT_COLUMNS = ("review", "sentence", "text")
 _LABEL_COLUMNS = ("sentiment", "label")
-_LABEL_ALIASES = {"negative": 0, "neg": 0, "positive": 1, "pos": 1}
+_LABEL_ALIASES = {**label2id(), "neg": label2id()["negative"], "pos": label2id()["positive"]}
 _SHOWN_PROBLEMS = 5
 
 

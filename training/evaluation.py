@@ -1,94 +1,78 @@
 """``python -m training evaluate``: score a trained model folder on a labelled file.
 
-The folder's own ``max_length`` and ``truncation`` (from its ``metrics.json``) are applied, so a
-model is scored on the same input the worker gives it.
+The model is loaded and run by the worker's own code (:class:`worker.model.SentimentModel`:
+the same loader, label check, cleaning, truncation from ``metrics.json``, batching and weights'
+precision), so the accuracy reported here is the accuracy a worker serves. ``--precision auto``
+resolves as a worker's does on this machine (:func:`worker.device.choose_precision`): bf16 on GPUs
+that support it (else fp16), bf16 on CPUs with native bf16 (AVX512-BF16 or AMX), else fp32. The
+result says which precision it used.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 from tqdm import tqdm
-from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from sentiq.errors import ConfigurationError, ModelLoadError
-from training.base_model import max_positions
-from training.data import LABEL_NAMES, load_sources, subsample
-from training.encoding import ReviewEncoder
-from training.model_folder import has_model
-from training.report import read_metrics
-from training.runtime import Precision, Runtime, choose_runtime
+from sentiq.contract import LABELS
+from sentiq.errors import ConfigurationError
+from sentiq.settings import Precision, WorkerSettings
+from training.data import load_sources, subsample
+from training.precision import Runtime, choose_runtime
 from training.scoring import score
+from worker.device import ServedPrecision, choose_precision, cpu_has_fast_bf16
+from worker.model import SentimentModel
 
 log = logging.getLogger(__name__)
 
-_AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
+#: Reviews handed to :meth:`SentimentModel.predict` at a time: progress is reported between chunks.
+_CHUNK = 1024
 
 
-@dataclass(frozen=True)
-class LoadedModel:
-    """A model folder ready to score: model, tokenizer, preprocessing and label mapping."""
+def serving_precision(requested: Precision, runtime: Runtime) -> ServedPrecision:
+    """The precision a worker started with ``requested`` would serve in on this runtime's device."""
+    import torch
 
-    model: Any
-    encoder: ReviewEncoder
-    model_id: str
-    #: Model output index -> sentiq label id (0 negative, 1 positive).
-    label_of_output: dict[int, int]
-
-
-def load_model(folder: Path, runtime: Runtime) -> LoadedModel:
-    """Load a folder written by ``python -m training train`` (or any 2-label negative/positive model)."""
-    if not has_model(folder):
-        raise ModelLoadError(f"{folder}: not a model folder (needs config.json and model weights)")
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
-        model = AutoModelForSequenceClassification.from_pretrained(str(folder), local_files_only=True)
-    except (OSError, ValueError) as error:
-        raise ModelLoadError(f"{folder}: cannot load model: {error}") from error
-    outputs = {int(index): str(name).lower() for index, name in model.config.id2label.items()}
-    if sorted(outputs.values()) != sorted(LABEL_NAMES):
-        raise ModelLoadError(
-            f"{folder}: model labels are {sorted(outputs.values())}, expected {list(LABEL_NAMES)}"
-        )
-    recorded = read_metrics(folder) or {}
-    max_length = int(recorded.get("max_length") or max_positions(model, tokenizer))
-    truncation = str(recorded.get("truncation") or "head")
-    model.to(runtime.device)
-    model.eval()
-    return LoadedModel(
-        model=model,
-        encoder=ReviewEncoder(tokenizer, max_length, truncation),
-        model_id=str(recorded.get("model_id") or folder.resolve().name),
-        label_of_output={index: LABEL_NAMES.index(name) for index, name in outputs.items()},
+    cuda = runtime.device == "cuda"
+    return choose_precision(
+        requested,
+        runtime.device,
+        cuda_bf16=cuda and torch.cuda.is_bf16_supported(),
+        cpu_bf16_fast=cpu_has_fast_bf16(),
     )
 
 
-def predict(loaded: LoadedModel, texts: list[str], batch_size: int, runtime: Runtime) -> list[int]:
-    """Label ids (0/1) for ``texts``; batches are formed from reviews of similar length."""
-    encoded = loaded.encoder.encode(texts)
-    order = sorted(range(len(encoded)), key=lambda row: len(encoded[row]), reverse=True)
-    predictions = [0] * len(encoded)
-    tokenizer = loaded.encoder.tokenizer
-    autocast = _AUTOCAST.get(runtime.precision)
-    with (
-        torch.inference_mode(),
-        torch.autocast(runtime.device, dtype=autocast or torch.float32, enabled=autocast is not None),
-        tqdm(total=len(encoded), desc="Scoring", unit="review") as progress,
-    ):
-        for start in range(0, len(order), batch_size):
-            rows = order[start : start + batch_size]
-            batch = tokenizer.pad({"input_ids": [encoded[row] for row in rows]}, return_tensors="pt")
-            logits = loaded.model(
-                **{name: tensor.to(runtime.device) for name, tensor in batch.items()}
-            ).logits
-            for row, output in zip(rows, logits.argmax(dim=-1).tolist(), strict=True):
-                predictions[row] = loaded.label_of_output[int(output)]
-            progress.update(len(rows))
+def load_model(
+    folder: Path,
+    runtime: Runtime,
+    precision: ServedPrecision = "fp32",
+    *,
+    batch_size: int = 32,
+    max_length: int = 0,
+) -> SentimentModel:
+    """The folder loaded exactly as a worker loads it (``max_length`` 0: the folder's own)."""
+    return SentimentModel.load(
+        folder,
+        device=runtime.device,
+        precision=precision,
+        max_length=max_length,
+        max_batch_size=batch_size,
+        max_batch_tokens=WorkerSettings().max_batch_tokens,
+    )
+
+
+def predict(model: SentimentModel, texts: list[str]) -> list[int]:
+    """Label ids (0 negative, 1 positive) for ``texts``, through the worker's batching."""
+    predictions: list[int] = []
+    with tqdm(total=len(texts), desc="Scoring", unit="review") as progress:
+        for start in range(0, len(texts), _CHUNK):
+            chunk = texts[start : start + _CHUNK]
+            results, _ = model.predict(chunk)
+            predictions.extend(LABELS.index(label) for label, _score in results)
+            progress.update(len(chunk))
     return predictions
 
 
@@ -100,42 +84,47 @@ def evaluate_model(
     batch_size: int = 32,
     seed: int = 42,
     precision: Precision = "auto",
+    max_length: int = 0,
 ) -> dict[str, Any]:
     """Metrics of the model in ``folder`` on ``data`` (a file, folder or hub dataset, test split).
 
-    ``max_samples`` scores a seeded random subset. Returns one JSON-ready dict: the model, the
-    data, the preprocessing used, the metrics of :mod:`training.scoring` and the timing.
+    ``max_samples`` scores a seeded random subset; ``max_length`` overrides the folder's recorded
+    one (needed only for a folder without ``metrics.json``). Returns one JSON-ready dict: the
+    model, the data, the preprocessing and precision used, the metrics of
+    :mod:`training.scoring` and the timing.
     """
     if max_samples is not None and max_samples < 1:
         raise ConfigurationError(f"--max-samples must be at least 1, got {max_samples}")
     if batch_size < 1:
         raise ConfigurationError(f"--batch-size must be at least 1, got {batch_size}")
-    runtime = choose_runtime(precision)
+    runtime = choose_runtime("fp32")
+    served = serving_precision(precision, runtime)
     loaded_data = load_sources([data], split="test")
     dataset = subsample(loaded_data.dataset, max_samples, seed)
-    loaded = load_model(folder, runtime)
+    model = load_model(folder, runtime, served, batch_size=batch_size, max_length=max_length)
     log.info(
-        "scoring %s on %d reviews from %s (max_length %d, %s truncation, %s)",
-        loaded.model_id,
+        "scoring %s on %d reviews from %s (max_length %d, %s truncation, %s weights on %s)",
+        model.info.model_id,
         len(dataset),
         data,
-        loaded.encoder.max_length,
-        loaded.encoder.truncation,
-        runtime.describe(),
+        model.info.max_length,
+        model.info.truncation,
+        served,
+        runtime.describe().split(",")[0],
     )
     started = time.monotonic()
-    predictions = predict(loaded, list(dataset["text"]), batch_size, runtime)
+    predictions = predict(model, list(dataset["text"]))
     seconds = time.monotonic() - started
     return {
         "model": str(folder),
-        "model_id": loaded.model_id,
+        "model_id": model.info.model_id,
         "data": data,
         "samples": len(dataset),
-        "max_length": loaded.encoder.max_length,
-        "truncation": loaded.encoder.truncation,
+        "max_length": model.info.max_length,
+        "truncation": model.info.truncation,
         **score(predictions, list(dataset["label"])),
         "seconds": round(seconds, 2),
         "reviews_per_second": round(len(dataset) / seconds, 1) if seconds > 0 else None,
         "device": runtime.device,
-        "dtype": runtime.precision,
+        "weights_precision": served,
     }

@@ -19,7 +19,8 @@ from datasets import Dataset
 from transformers import DataCollatorWithPadding, Trainer, TrainingArguments, set_seed
 
 from sentiq.errors import ConfigurationError
-from sentiq.settings import BUNDLED_BASE_MODEL, TrainSettings
+from sentiq.model_folder import label2id
+from sentiq.settings import BUNDLED_BASE_MODEL, Precision, TrainSettings
 from training.base_model import BaseModelSource, load_base_model, max_positions, resolve_base_model
 from training.data import (
     DEFAULT_TRAIN_DATA,
@@ -31,7 +32,8 @@ from training.data import (
 )
 from training.encoding import ReviewEncoder
 from training.history import LogAtEpochEnd, best_row, epoch_history, loss_log, strip_prefix
-from training.model_folder import ExistingModel, derive_model_id, publish, scratch, should_train
+from training.output_folder import ExistingModel, derive_model_id, publish, scratch, should_train
+from training.precision import Runtime, choose_runtime, git_commit, package_versions
 from training.report import (
     base_model_record,
     describe_architecture,
@@ -41,7 +43,6 @@ from training.report import (
     write_metrics,
     write_model_card,
 )
-from training.runtime import Precision, Runtime, choose_runtime, git_commit, package_versions
 from training.scoring import trainer_metrics
 
 log = logging.getLogger(__name__)
@@ -274,7 +275,7 @@ def build_metrics(
         "created_at": finished.isoformat(timespec="seconds"),
         "max_length": settings.max_length,
         "truncation": settings.truncation,
-        "labels": {"negative": 0, "positive": 1},
+        "labels": label2id(),
         "base_model": base_model,
         "architecture": architecture,
         "preset": preset,
@@ -305,7 +306,7 @@ def build_metrics(
         "train_runtime_s": summary.get("train_runtime"),
         "train_samples_per_second": summary.get("train_samples_per_second"),
         "wall_time_s": round(wall_time_s, 1),
-        "runtime": {"device": runtime.device, "dtype": runtime.precision, "threads": runtime.threads},
+        "runtime": {"device": runtime.device, "precision": runtime.precision, "threads": runtime.threads},
         "versions": package_versions(),
         **git_commit(),
     }

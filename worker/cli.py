@@ -24,20 +24,29 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq import Queue, Worker
 from rq.serializers import JSONSerializer
 
-from sentiq.errors import ConfigurationError, ModelLoadError, RedisUnavailableError, SentiqError
+from sentiq.errors import (
+    EXIT_FAILURE,
+    EXIT_INTERRUPTED,
+    EXIT_USAGE,
+    ConfigurationError,
+    ModelLoadError,
+    RedisUnavailableError,
+    SentiqError,
+)
 from sentiq.redis_connection import connect, eviction_problem, redact_secrets, redact_url, url_has_password
-from sentiq.settings import Settings, describe_validation_error, load_settings
+from sentiq.settings import (
+    PRECISION_OF_DTYPE,
+    PRECISIONS,
+    Settings,
+    describe_validation_error,
+    load_settings,
+)
 
 log = logging.getLogger("worker")
 
-EXIT_FAILURE = 1
-"""The environment is not ready (Redis unreachable, worker name still registered): retrying later may work."""
-EXIT_USAGE = 2
-"""The settings cannot work as given (bad option, model folder, Redis URL or eviction policy): change them."""
-EXIT_INTERRUPTED = 130
-
+# The scheme of all three command lines (sentiq.errors), with what it means for a worker.
 EXIT_STATUS_HELP = f"""\
-exit status:
+exit status (the same for python -m worker, producer and training):
   0    stopped on request (SIGTERM, SIGINT) or, with --burst, once the queue was empty
   {EXIT_FAILURE}    runtime failure that may pass: Redis unreachable, or --name still registered
        by a worker that died less than its registration TTL ago; a supervisor may retry
@@ -82,9 +91,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--queue", help="queue name (SENTIQ_QUEUE_NAME)")
     parser.add_argument("--device", help="auto, cpu, cuda or cuda:N (SENTIQ_WORKER_DEVICE)")
     parser.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        help="weights' precision: auto, fp32, bf16 or fp16 (SENTIQ_WORKER_PRECISION)",
+    )
+    # The option's former name and values (float32, bfloat16, float16), kept for old command lines.
+    parser.add_argument(
         "--dtype",
-        choices=["auto", "float32", "bfloat16", "float16"],
-        help="weights dtype (SENTIQ_WORKER_DTYPE)",
+        choices=list(PRECISION_OF_DTYPE),
+        type=str.lower,
+        help=argparse.SUPPRESS,
     )
     parser.add_argument("--max-batch-size", type=int, help="reviews per forward pass")
     parser.add_argument("--max-wait-ms", type=int, help="how long to gather queued jobs into a batch")
@@ -107,7 +123,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         model={"path": args.model},
         worker={
             "device": args.device,
-            "dtype": args.dtype,
+            "precision": args.precision or (PRECISION_OF_DTYPE[args.dtype] if args.dtype else None),
             "max_batch_size": args.max_batch_size,
             "max_wait_ms": args.max_wait_ms,
             "max_length": args.max_length,
@@ -201,7 +217,7 @@ def run(settings: Settings, *, burst: bool = False, name: str | None = None) -> 
     if name is not None and (taken := name_in_use(connection, name)) is not None:
         raise StartupError(taken, EXIT_FAILURE)
     # torch comes in with these (seconds): only once every cheap check above has passed.
-    from worker.runtime import build_classifier
+    from worker.assembly import build_classifier
     from worker.worker import SentiqWorker, touch_ready_file
 
     classifier = build_classifier(settings, connection)

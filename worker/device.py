@@ -1,4 +1,4 @@
-"""Which device and dtype a worker runs its model on.
+"""Which device and precision a worker runs its model on.
 
 ``auto`` spreads the workers of one host over its GPUs: each worker takes a ticket from a
 per-host counter in Redis and uses GPU ``ticket % gpu_count``, so N workers started on a host
@@ -14,10 +14,15 @@ import re
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 from sentiq.errors import ConfigurationError
+from sentiq.settings import Precision
 
 log = logging.getLogger(__name__)
+
+#: A precision a model actually runs in (``auto`` resolved).
+ServedPrecision = Literal["fp32", "bf16", "fp16"]
 
 _EXPLICIT_DEVICE = re.compile(r"^(cpu|cuda|cuda:\d+)$")
 
@@ -69,22 +74,30 @@ def host_ticket_key(prefix: str, hostname: str | None = None) -> str:
     return f"{prefix}:device-counter:{hostname or socket.gethostname()}"
 
 
-def choose_dtype(requested: str, device: str, *, cuda_bf16: bool, cpu_bf16_fast: bool) -> str:
-    """Resolve ``auto`` to bfloat16 / float16 on GPU, bfloat16 on CPUs with fast bf16, else float32."""
+def choose_precision(
+    requested: Precision, device: str, *, cuda_bf16: bool, cpu_bf16_fast: bool
+) -> ServedPrecision:
+    """Resolve ``auto`` to bf16 / fp16 on GPU, bf16 on CPUs with fast bf16, else fp32.
+
+    The worker casts its weights to the result; ``python -m training evaluate`` resolves its
+    ``--precision`` here too, so that it scores what a worker on the same machine serves.
+    """
     if requested != "auto":
-        if requested == "float16" and device == "cpu":
-            raise ConfigurationError("float16 is not supported on CPU; use bfloat16 or float32")
+        if requested == "fp16" and device == "cpu":
+            raise ConfigurationError("fp16 is not supported on CPU; use bf16 or fp32")
+        if requested == "bf16" and device.startswith("cuda") and not cuda_bf16:
+            raise ConfigurationError("this GPU does not support bf16; use fp16 or fp32")
         return requested
     if device.startswith("cuda"):
-        return "bfloat16" if cuda_bf16 else "float16"
-    return "bfloat16" if cpu_bf16_fast else "float32"
+        return "bf16" if cuda_bf16 else "fp16"
+    return "bf16" if cpu_bf16_fast else "fp32"
 
 
 def cpu_has_fast_bf16(cpuinfo_path: str = "/proc/cpuinfo") -> bool:
     """Whether this CPU runs bf16 matmuls natively (AMX or AVX512-BF16).
 
-    On such CPUs bf16 weights ran about 2x faster than float32 for sentiq's models; elsewhere
-    bf16 is emulated and slower, so ``auto`` stays on float32.
+    On such CPUs bf16 weights ran about 2x faster than fp32 for sentiq's models; elsewhere
+    bf16 is emulated and slower, so ``auto`` stays on fp32.
     """
     try:
         with open(cpuinfo_path, encoding="utf-8") as cpuinfo:

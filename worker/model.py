@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -13,31 +12,27 @@ from typing import Any, cast
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedTokenizerBase
 
-from sentiq.contract import LABELS, Label
-from sentiq.errors import ModelLoadError
-from sentiq.text import TRUNCATION_MODES, clean_review, frame_token_ids, special_token_frame
+from sentiq.contract import Label
+from sentiq.errors import ModelLoadError, one_line
+from sentiq.model_folder import (
+    ModelInfo,
+    check_config,
+    check_labels,
+    check_tokenizer_files,
+    read_model_info,
+)
+from sentiq.text import clean_review, frame_token_ids, special_token_frame
+from worker.device import ServedPrecision
 
 log = logging.getLogger(__name__)
 
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-#: What ``tokenizer.save_pretrained`` writes; without either, transformers quietly builds an
-#: empty-vocabulary tokenizer that maps every word to [UNK].
-_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
+#: The torch dtype the weights are cast to, per precision.
+TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 #: A review any working model classifies: the warm-up input, and the check that tells a broken
 #: model from bad reviews after a failed pass.
 PROBE_TEXT = "A short warm-up review that was rather good."
 #: Failures that say the machine is short of memory, not that a review is bad: never blamed on a review.
 RESOURCE_ERRORS: tuple[type[BaseException], ...] = (MemoryError, torch.OutOfMemoryError)
-_MAX_REASON_CHARS = 300
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    """What the training run recorded about a model folder."""
-
-    model_id: str
-    max_length: int
-    truncation: str
 
 
 @dataclass
@@ -59,82 +54,6 @@ class PassStats:
         self.max_padded_length = max(self.max_padded_length, other.max_padded_length)
         self.milliseconds += other.milliseconds
         self.lengths.extend(other.lengths)
-
-
-def one_line(error: BaseException) -> str:
-    """``ExceptionClass: message`` on one line, at most a few hundred characters."""
-    message = " ".join(str(error).split())
-    if len(message) > _MAX_REASON_CHARS:
-        message = message[: _MAX_REASON_CHARS - 3] + "..."
-    return f"{type(error).__name__}: {message}" if message else type(error).__name__
-
-
-def read_model_info(folder: Path, max_length_override: int = 0) -> ModelInfo:
-    """Model id, max length and truncation the folder's ``metrics.json`` recorded at training.
-
-    ``max_length_override`` (``SENTIQ_WORKER_MAX_LENGTH``) replaces the recorded max length. Raises
-    :class:`ModelLoadError` when ``metrics.json`` is unreadable or implausible, and when the folder
-    has none and no override is given: serving with another length than the model was trained
-    with would quietly change its answers.
-    """
-    metrics_file = folder / "metrics.json"
-    if not metrics_file.is_file():
-        if not max_length_override:
-            raise ModelLoadError(
-                f"{folder}: no metrics.json, so the max length and truncation this model was trained "
-                "with are unknown; pass --max-length N (SENTIQ_WORKER_MAX_LENGTH) to serve it anyway"
-            )
-        log.warning(
-            "%s has no metrics.json: serving with max length %d as given and head truncation assumed; "
-            "answers differ from training if it used another length or head+tail truncation",
-            folder,
-            max_length_override,
-        )
-        return ModelInfo(model_id=folder.resolve().name, max_length=max_length_override, truncation="head")
-    metrics = _read_json_object(metrics_file)
-    model_id = metrics.get("model_id") or folder.resolve().name
-    recorded_length = metrics.get("max_length")
-    truncation = metrics.get("truncation") or "head"
-    if not isinstance(model_id, str):
-        raise ModelLoadError(f"{metrics_file}: model_id must be a string, got {model_id!r}")
-    if truncation not in TRUNCATION_MODES:
-        raise ModelLoadError(
-            f"{metrics_file}: unknown truncation {truncation!r}, expected one of {list(TRUNCATION_MODES)}"
-        )
-    if max_length_override:
-        return ModelInfo(model_id=model_id, max_length=max_length_override, truncation=truncation)
-    if recorded_length is None:
-        raise ModelLoadError(
-            f"{metrics_file}: no max_length recorded, so the length this model was trained with is "
-            "unknown; pass --max-length N (SENTIQ_WORKER_MAX_LENGTH) to serve it anyway"
-        )
-    if isinstance(recorded_length, bool) or not isinstance(recorded_length, int) or recorded_length <= 0:
-        raise ModelLoadError(
-            f"{metrics_file}: max_length must be a positive integer, got {recorded_length!r}"
-        )
-    return ModelInfo(model_id=model_id, max_length=recorded_length, truncation=truncation)
-
-
-def _read_json_object(path: Path) -> dict[str, Any]:
-    """A JSON file that must hold an object, or a :class:`ModelLoadError` saying why it does not."""
-    try:
-        loaded = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ModelLoadError(f"{path}: not valid JSON: {one_line(error)}") from error
-    if not isinstance(loaded, dict):
-        raise ModelLoadError(f"{path}: holds a JSON {type(loaded).__name__}, expected an object")
-    return loaded
-
-
-def _check_config(folder: Path) -> None:
-    """Raise a :class:`ModelLoadError` saying what is wrong when ``config.json`` is not a JSON object."""
-    config_file = folder / "config.json"
-    if not config_file.is_file():
-        raise ModelLoadError(
-            f"{folder}: not a model folder (no config.json); train one with "
-            "`python -m training train --output-dir DIR` or set SENTIQ_MODEL_PATH"
-        )
-    _read_json_object(config_file)
 
 
 def _check_weight_files(folder: Path) -> None:
@@ -162,7 +81,7 @@ class SentimentModel:
         info: ModelInfo,
         *,
         device: str,
-        dtype: str,
+        precision: ServedPrecision,
         max_batch_size: int,
         max_batch_tokens: int,
     ) -> None:
@@ -170,7 +89,7 @@ class SentimentModel:
         self.tokenizer = tokenizer
         self.info = info
         self.device = device
-        self.dtype = dtype
+        self.precision = precision
         self.max_batch_size = max_batch_size
         self.max_batch_tokens = max_batch_tokens
         try:
@@ -200,7 +119,7 @@ class SentimentModel:
         folder: Path,
         *,
         device: str = "cpu",
-        dtype: str = "float32",
+        precision: ServedPrecision = "fp32",
         max_length: int = 0,
         max_batch_size: int = 64,
         max_batch_tokens: int = 16_384,
@@ -214,13 +133,9 @@ class SentimentModel:
         the model's positions.
         """
         folder = Path(folder)
-        _check_config(folder)
+        check_config(folder)
         info = read_model_info(folder, max_length)
-        if not any((folder / name).is_file() for name in _TOKENIZER_FILES):
-            raise ModelLoadError(
-                f"{folder}: no tokenizer ({' or '.join(_TOKENIZER_FILES)}); save it next to the weights "
-                "with tokenizer.save_pretrained(folder)"
-            )
+        check_tokenizer_files(folder)
         _check_weight_files(folder)
         try:
             tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
@@ -228,15 +143,11 @@ class SentimentModel:
             raise ModelLoadError(f"{folder}: the tokenizer does not load: {one_line(error)}") from error
         try:
             model = AutoModelForSequenceClassification.from_pretrained(
-                str(folder), dtype=_DTYPES[dtype], local_files_only=True
+                str(folder), dtype=TORCH_DTYPES[precision], local_files_only=True
             )
         except Exception as error:  # transformers raises many types for a bad config or weights
             raise ModelLoadError(f"{folder}: {one_line(error)}") from error
-        labels = {str(label) for label in model.config.id2label.values()}
-        if labels != set(LABELS):
-            raise ModelLoadError(
-                f"{folder}: model labels are {sorted(labels)}, expected {list(LABELS)} in id2label"
-            )
+        check_labels(folder, model.config.id2label.values())
         vocab_size = getattr(model.config, "vocab_size", None)
         if isinstance(vocab_size, int) and len(tokenizer) > vocab_size:
             # Token ids past the embedding table would fail the forward pass of every review using them.
@@ -251,7 +162,7 @@ class SentimentModel:
             tokenizer,
             info,
             device=device,
-            dtype=dtype,
+            precision=precision,
             max_batch_size=max_batch_size,
             max_batch_tokens=max_batch_tokens,
         )

@@ -13,8 +13,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from sentiq.contract import REVIEW_ID_PATTERN, JobPayload, Label, Prediction, review_problem
+from sentiq.errors import one_line
 from sentiq.result_store import ResultStore
-from worker.model import PROBE_TEXT, RESOURCE_ERRORS, PassStats, SentimentModel, one_line
+from worker.model import PROBE_TEXT, RESOURCE_ERRORS, PassStats, SentimentModel
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from worker.processing import Classifier
 @functools.cache
 def _process_classifier() -> Classifier:
     """The model of this process, loaded on first use from the environment's settings."""
-    from worker.runtime import build_classifier
+    from worker.assembly import build_classifier
 
     settings = load_settings()
     return build_classifier(settings, connect(settings.redis))

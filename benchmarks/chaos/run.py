@@ -26,7 +26,6 @@ import argparse
 import collections
 import contextlib
 import functools
-import importlib
 import json
 import queue
 import random
@@ -61,6 +60,7 @@ from sentiq.result_store import STREAM_FIELD_ID, STREAM_FIELD_RESULT
 from sentiq.settings import Settings, load_settings
 from stack.embedded_redis import EmbeddedRedis
 from stack.worker_processes import WorkerProcess
+from tools.tiny_models import build_tiny_model, sample_texts
 
 #: The worker slot that takes every SIGKILL; SIGTERMs go to the others.
 SIGKILL_SLOT = 0
@@ -552,15 +552,9 @@ def say(message: str) -> None:
 
 
 def tiny_model_folder(target: Path) -> Path:
-    """A tiny random BERT classifier folder (as the tests build), with a metrics.json."""
-    # Imported by name: tests/ is outside mypy's packages and is not held to --strict.
-    tiny_bert: Any = importlib.import_module("tests.tiny_bert")
-    texts = tiny_bert.sample_texts(REPO_ROOT / "sentiq" / "data" / "imdb_train_sample.csv.gz")
-    folder: Path = tiny_bert.build_tiny_base_model(target, texts)
-    (folder / "metrics.json").write_text(
-        json.dumps({"model_id": "chaos-tiny-random-bert", "max_length": 128})
-    )
-    return folder
+    """A tiny random BERT classifier folder, as the tests build it."""
+    texts = sample_texts(REPO_ROOT / "sentiq" / "data" / "imdb_train_sample.csv.gz")
+    return build_tiny_model(target, texts, model_id="chaos-tiny-random-bert")
 
 
 def run(options: Options, command: str) -> tuple[report.Figures, dict[str, Any]]:
@@ -589,7 +583,7 @@ def run(options: Options, command: str) -> tuple[report.Figures, dict[str, Any]]
             model={"path": model},
             worker={
                 "device": "cpu",
-                "dtype": "float32",
+                "precision": "fp32",
                 "heartbeat_ttl_s": options.heartbeat_ttl_s,
                 "maintenance_interval_s": options.maintenance_interval_s,
             },

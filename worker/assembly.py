@@ -1,4 +1,4 @@
-"""Building a ready :class:`~worker.processing.Classifier` from settings: device, dtype, model, store."""
+"""Assembling a ready :class:`~worker.processing.Classifier` from settings: device, precision, model."""
 
 from __future__ import annotations
 
@@ -10,15 +10,22 @@ from redis import Redis
 from sentiq.errors import ModelLoadError
 from sentiq.result_store import ResultStore
 from sentiq.settings import Settings
-from worker.device import DeviceChoice, choose_device, choose_dtype, cpu_has_fast_bf16, host_ticket_key
+from worker.device import (
+    DeviceChoice,
+    ServedPrecision,
+    choose_device,
+    choose_precision,
+    cpu_has_fast_bf16,
+    host_ticket_key,
+)
 from worker.model import SentimentModel
 from worker.processing import Classifier
 
 log = logging.getLogger(__name__)
 
 
-def pick_device(settings: Settings, connection: Redis) -> tuple[DeviceChoice, str]:
-    """The device (logged with its reason) and dtype this worker runs on."""
+def pick_device(settings: Settings, connection: Redis) -> tuple[DeviceChoice, ServedPrecision]:
+    """The device (logged with its reason) and precision this worker runs on."""
     gpu_count = torch.cuda.device_count() if torch.cuda.is_available() else 0
     ticket_key = host_ticket_key(settings.queue.key_prefix)
     choice = choose_device(
@@ -28,17 +35,17 @@ def pick_device(settings: Settings, connection: Redis) -> tuple[DeviceChoice, st
     )
     if choice.device == "cpu" and settings.worker.device == "auto":
         log.warning("device: %s", choice.reason)
-    dtype = choose_dtype(
-        settings.worker.dtype,
+    precision = choose_precision(
+        settings.worker.precision,
         choice.device,
         cuda_bf16=choice.device.startswith("cuda") and torch.cuda.is_bf16_supported(),
         cpu_bf16_fast=cpu_has_fast_bf16(),
     )
-    log.info("device %s (%s), dtype %s", choice.device, choice.reason, dtype)
-    return choice, dtype
+    log.info("device %s (%s), precision %s", choice.device, choice.reason, precision)
+    return choice, precision
 
 
-def load_model(settings: Settings, device: str, dtype: str) -> tuple[SentimentModel, float]:
+def load_model(settings: Settings, device: str, precision: ServedPrecision) -> tuple[SentimentModel, float]:
     """The model loaded and warmed up, with the warm-up time in ms.
 
     Whatever goes wrong here is a problem of the model folder (or of the device it is loaded on),
@@ -49,7 +56,7 @@ def load_model(settings: Settings, device: str, dtype: str) -> tuple[SentimentMo
         model = SentimentModel.load(
             settings.model.path,
             device=device,
-            dtype=dtype,
+            precision=precision,
             max_length=settings.worker.max_length,
             max_batch_size=settings.worker.max_batch_size,
             max_batch_tokens=settings.worker.max_batch_tokens,
@@ -59,17 +66,17 @@ def load_model(settings: Settings, device: str, dtype: str) -> tuple[SentimentMo
         raise
     except Exception as error:
         raise ModelLoadError(
-            f"{settings.model.path}: {type(error).__name__} while loading on {device} ({dtype}): {error}"
+            f"{settings.model.path}: {type(error).__name__} while loading on {device} ({precision}): {error}"
         ) from error
 
 
 def build_classifier(settings: Settings, connection: Redis) -> Classifier:
     """Load the model once on the chosen device, warm it up and attach the result store."""
-    choice, dtype = pick_device(settings, connection)
+    choice, precision = pick_device(settings, connection)
     if choice.device == "cpu":
         # Leave the core count to torch's default, but never oversubscribe inter-op threads.
         torch.set_num_interop_threads(1)
-    model, warm_ms = load_model(settings, choice.device, dtype)
+    model, warm_ms = load_model(settings, choice.device, precision)
     log.info(
         "model %s loaded from %s (max_length %d, truncation %s), warm-up %.0f ms",
         model.info.model_id,

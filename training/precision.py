@@ -1,4 +1,4 @@
-"""Where a run computes (device, mixed precision, CPU threads) and what it ran (versions, commit)."""
+"""Where a training run computes (device, mixed precision, CPU threads) and what it ran (versions, commit)."""
 
 from __future__ import annotations
 
@@ -12,11 +12,10 @@ from pathlib import Path
 from typing import Literal
 
 from sentiq.errors import ConfigurationError
+from sentiq.settings import Precision
 
 log = logging.getLogger(__name__)
 
-Precision = Literal["auto", "fp32", "bf16", "fp16"]
-PRECISIONS: tuple[Precision, ...] = ("auto", "fp32", "bf16", "fp16")
 _VERSIONED = ("sentiq", "torch", "transformers", "datasets", "evaluate", "accelerate", "tokenizers")
 _REPO_ROOT = Path(__file__).resolve().parent.parent
 

@@ -1,4 +1,6 @@
-"""The output model folder: is there a model already, and putting a finished one in place.
+"""Writing the output model folder: is there a model already, putting a finished one in place, its id.
+
+What a model folder holds is defined in :mod:`sentiq.model_folder`; this module only writes one.
 
 A run writes its model into a staging folder beside the output folder and moves it in only once
 everything (weights, tokenizer, metrics, curves, card) is written, so a failed or interrupted run
@@ -19,9 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from sentiq.errors import ConfigurationError
+from sentiq.model_folder import WEIGHT_FILES, has_model
 
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
-CONFIG_FILE = "config.json"
 PUBLISHED_FILE_MODE = 0o644
 #: Model families recognised in a base model's name, most specific first (``tinybert`` before ``bert``).
 FAMILIES = ("tinybert", "minilm", "distilbert", "roberta", "deberta", "electra", "albert", "bert")
@@ -34,11 +35,6 @@ class ExistingModel(Enum):
     REFUSE = "refuse"
     FORCE = "force"
     IF_MISSING = "if_missing"
-
-
-def has_model(folder: Path) -> bool:
-    """True when ``folder`` holds a config and weights."""
-    return (folder / CONFIG_FILE).is_file() and any((folder / name).is_file() for name in WEIGHT_FILES)
 
 
 def should_train(folder: Path, existing: ExistingModel) -> bool:
