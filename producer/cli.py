@@ -244,7 +244,7 @@ def _read_checked(source: str, fmt: InputFormat | None, settings: Settings) -> l
     """Read a file's reviews and check each, naming the file's line of the first bad one."""
     reviews = read_reviews(source, fmt)
     name = "<stdin>" if source == STDIN else source
-    max_chars = settings.producer.max_review_chars
+    max_chars = settings.queue.max_review_chars
     seen: dict[str, int] = {}
     for review in reviews:
         # A missing id is generated on submit; check the text with a stand-in valid id.

@@ -214,7 +214,7 @@ class Client(Closing):
         reviews = validate_reviews(
             _sequence_of("texts", texts, InvalidReviewError),
             None if ids is None else _sequence_of("ids", ids, InvalidReviewError),
-            self.settings.producer.max_review_chars,
+            self.settings.queue.max_review_chars,
         )
         self._enqueue(reviews, on_enqueued)
         return [review.id for review in reviews]

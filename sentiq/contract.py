@@ -37,6 +37,17 @@ Label = Literal["negative", "positive"]
 LABELS: tuple[Label, Label] = ("negative", "positive")
 
 
+def error_result_id(job_id: str, index: int, review_id: object) -> str:
+    """The id an error result is stored under: the review's own when it is valid, else a stand-in.
+
+    A review whose id breaks the contract cannot be stored under that id (it could name any key),
+    so its error goes under ``invalid:<job id>:<index>``, ``index`` counting from 0 in ``reviews``.
+    """
+    if isinstance(review_id, str) and REVIEW_ID_PATTERN.fullmatch(review_id):
+        return review_id
+    return f"invalid:{job_id}:{index}"
+
+
 def new_review_id() -> str:
     """A fresh random review id (UUID4, hex with dashes)."""
     return str(uuid.uuid4())

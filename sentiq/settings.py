@@ -150,6 +150,13 @@ class QueueSettings(BaseModel):
         gt=0,
         description="How long a failed or refused job stays in RQ's failed registry, with its reason.",
     )
+    max_review_chars: int = Field(
+        default=50_000,
+        gt=0,
+        le=1_000_000,
+        description="Longest review: producers refuse longer ones on submit, workers answer them "
+        "with an error result (a review must fit in one job's data).",
+    )
 
 
 class ModelSettings(BaseModel):
@@ -175,7 +182,6 @@ class WorkerSettings(BaseModel):
         default=5, ge=0, description="How long to keep gathering queued jobs into one batch."
     )
     max_length: int = Field(default=0, ge=0, description="Token truncation; 0 takes the model's own.")
-    max_review_chars: int = Field(default=50_000, gt=0, description="Longer reviews get an error result.")
     heartbeat_ttl_s: int = Field(
         default=30, ge=5, description="A dead worker's jobs are retried this long after its last heartbeat."
     )
@@ -214,12 +220,6 @@ class ProducerSettings(BaseModel):
         gt=0,
         le=MAX_REVIEWS_PER_JOB,
         description="Most reviews packed into one job (workers refuse jobs of more than 1000).",
-    )
-    max_review_chars: int = Field(
-        default=50_000,
-        gt=0,
-        le=1_000_000,
-        description="Longer reviews are refused on submit (a review must fit in one job's data).",
     )
     result_timeout_s: float = Field(default=60.0, gt=0, description="Default wait for results.")
     max_queue_depth: int = Field(
@@ -274,6 +274,26 @@ class Settings(BaseSettings):
         # A ValidationError's text would otherwise repeat rejected values, e.g. a URL with its password.
         hide_input_in_errors=True,
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _former_review_limits(cls, values: Any) -> Any:
+        # SENTIQ_WORKER_MAX_REVIEW_CHARS / SENTIQ_PRODUCER_MAX_REVIEW_CHARS were two settings that had
+        # to agree; either still sets the one limit when SENTIQ_QUEUE_MAX_REVIEW_CHARS is not set.
+        if not isinstance(values, dict):
+            return values
+        values = dict(values)
+        former: list[Any] = []
+        for name in ("worker", "producer"):
+            section = values.get(name)
+            if isinstance(section, dict) and "max_review_chars" in section:
+                section = dict(section)
+                former.append(section.pop("max_review_chars"))
+                values[name] = section
+        queue = values.get("queue")
+        if former and not (isinstance(queue, dict) and "max_review_chars" in queue):
+            values["queue"] = {**(queue if isinstance(queue, dict) else {}), "max_review_chars": former[0]}
+        return values
 
     redis: RedisSettings = Field(default_factory=RedisSettings)
     queue: QueueSettings = Field(default_factory=QueueSettings)

@@ -164,7 +164,7 @@ def test_submit_rejects_invalid_reviews_and_enqueues_nothing(
     settings: Settings, redis_client: Redis, texts: list[str], ids: list[str] | None, message: str
 ) -> None:
     with (
-        Client.from_settings(with_producer(settings, max_review_chars=50)) as client,
+        Client.from_settings(with_queue(settings, max_review_chars=50)) as client,
         pytest.raises(InvalidReviewError, match=re.escape(message)),
     ):
         client.submit(texts, ids)
@@ -460,7 +460,7 @@ def test_reading_results_refuses_ids_that_are_not_a_list_of_strings(
 def test_packing_keeps_each_job_under_the_workers_data_limit(settings: Settings, redis_client: Redis) -> None:
     """Huge reviews are split into more jobs than reviews_per_job alone would make."""
     texts = ["y" * 700_000 for _ in range(3)]
-    with Client.from_settings(with_producer(settings, max_review_chars=1_000_000)) as client:
+    with Client.from_settings(with_queue(settings, max_review_chars=1_000_000)) as client:
         client.submit(texts)
     jobs = queued_jobs(redis_client, settings)
     # 12 bytes per character is the JSON bound: two such reviews would not fit in one job.

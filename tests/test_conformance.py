@@ -333,7 +333,7 @@ def test_a_bad_review_gets_its_own_error_and_the_others_are_classified(
         {"id": "mixed-empty", "text": "<br /><br />"},
         {"id": "mixed-number", "text": 42},
         {"id": "mixed-surrogate", "text": "Nice film \ud800"},
-        {"id": "mixed-long", "text": "x" * (shared_settings.worker.max_review_chars + 1)},
+        {"id": "mixed-long", "text": "x" * (shared_settings.queue.max_review_chars + 1)},
         {"id": "mixed-good-1", "text": "Two hours I will never get back."},
     ]
     # json.dumps writes the lone surrogate as the escape \ud800: valid JSON, invalid Unicode.

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from sentiq.contract import MAX_REVIEWS_PER_JOB, JobPayload, review_problem, validate_reviews
+from sentiq.contract import MAX_REVIEWS_PER_JOB, JobPayload, error_result_id, review_problem, validate_reviews
 from sentiq.errors import InvalidReviewError, MalformedJobError
-from sentiq.settings import ProducerSettings
+from sentiq.settings import ProducerSettings, QueueSettings, load_settings
 
 
 @pytest.mark.parametrize(
@@ -55,3 +55,20 @@ def test_reviews_per_job_cannot_exceed_what_workers_accept() -> None:
     assert ProducerSettings(reviews_per_job=MAX_REVIEWS_PER_JOB).reviews_per_job == MAX_REVIEWS_PER_JOB
     with pytest.raises(ValidationError, match="reviews_per_job"):
         ProducerSettings(reviews_per_job=MAX_REVIEWS_PER_JOB + 1)
+
+
+def test_error_result_id() -> None:
+    assert error_result_id("j", 0, "good-id") == "good-id"
+    assert error_result_id("j", 3, "../etc") == "invalid:j:3"
+    assert error_result_id("j", 1, None) == "invalid:j:1"
+
+
+def test_one_review_length_limit_for_producer_and_worker(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert load_settings().queue.max_review_chars == 50_000
+    # The two former settings still set the one limit, and the new name wins over them.
+    monkeypatch.setenv("SENTIQ_WORKER_MAX_REVIEW_CHARS", "123")
+    assert load_settings().queue.max_review_chars == 123
+    monkeypatch.setenv("SENTIQ_QUEUE_MAX_REVIEW_CHARS", "77")
+    assert load_settings().queue.max_review_chars == 77
+    with pytest.raises(ValidationError):
+        QueueSettings(max_review_chars=1_000_001)

@@ -16,7 +16,7 @@ from sentiq.contract import JobPayload
 from sentiq.result_store import ResultStore
 from sentiq.settings import Settings
 from worker.model import SentimentModel
-from worker.processing import Classifier, JobOutcome, error_result_id, predict_isolated
+from worker.processing import Classifier, JobOutcome, predict_isolated
 
 LONE_SURROGATE = "Nice film \ud800"
 
@@ -75,12 +75,6 @@ def test_publish_failure_answers_every_review(classifier: Classifier) -> None:
     assert classifier.publish_failure("job-9", payload, "worker error: boom") == 2
     stored = classifier.store.fetch(["a", "invalid:job-9:1"])
     assert {p.error for p in stored.values()} == {"worker error: boom"}
-
-
-def test_error_result_id() -> None:
-    assert error_result_id("j", 0, "good-id") == "good-id"
-    assert error_result_id("j", 3, "../etc") == "invalid:j:3"
-    assert error_result_id("j", 1, None) == "invalid:j:1"
 
 
 def other_client_job(count: int = 40) -> tuple[str, JobPayload]:

@@ -592,7 +592,7 @@ def tiny_model(tiny_model_dir: Path) -> SentimentModel:
 def run_worker(settings: Settings, redis_client: Redis, tiny_model: SentimentModel) -> Callable[[], None]:
     """Run a fresh in-process worker over the test's queue until it is empty."""
     store = ResultStore(redis_client, settings.queue.key_prefix, 300, 10_000)
-    classifier = Classifier(tiny_model, store, settings.worker.max_review_chars)
+    classifier = Classifier(tiny_model, store, settings.queue.max_review_chars)
 
     def run() -> None:
         queue = Queue(settings.queue.name, connection=redis_client, serializer=JSONSerializer)

@@ -38,7 +38,7 @@ def worker(settings: Settings, redis_client: Redis, tiny_model: SentimentModel, 
     settings = settings.model_copy(
         update={"worker": settings.worker.model_copy(update={"max_wait_ms": 2000})}
     )
-    classifier = Classifier(tiny_model, store, settings.worker.max_review_chars)
+    classifier = Classifier(tiny_model, store, settings.queue.max_review_chars)
     return SentiqWorker(
         [queue],
         classifier=classifier,

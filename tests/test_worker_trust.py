@@ -57,7 +57,7 @@ def worker(
     worker_settings = settings.worker.model_copy(update={"max_wait_ms": 2000})
     return SentiqWorker(
         [Queue(settings.queue.name, connection=redis_client)],
-        classifier=Classifier(tiny_model, store, worker_settings.max_review_chars),
+        classifier=Classifier(tiny_model, store, settings.queue.max_review_chars),
         settings=worker_settings,
         queue_settings=settings.queue,
         connection=redis_client,

@@ -88,4 +88,4 @@ def build_classifier(settings: Settings, connection: Redis) -> Classifier:
     store = ResultStore(
         connection, settings.queue.key_prefix, settings.queue.result_ttl_s, settings.queue.stream_maxlen
     )
-    return Classifier(model, store, settings.worker.max_review_chars)
+    return Classifier(model, store, settings.queue.max_review_chars)

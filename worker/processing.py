@@ -12,7 +12,7 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from sentiq.contract import REVIEW_ID_PATTERN, JobPayload, Label, Prediction, review_problem
+from sentiq.contract import JobPayload, Label, Prediction, error_result_id, review_problem
 from sentiq.errors import one_line
 from sentiq.result_store import ResultStore
 from worker.model import PROBE_TEXT, RESOURCE_ERRORS, PassStats, SentimentModel
@@ -35,17 +35,6 @@ class JobOutcome:
         """The small JSON value RQ keeps as the job's return value."""
         errors = [p.id for p in self.predictions if p.error is not None]
         return {"reviews": len(self.predictions), "errors": len(errors), "error_ids": errors[:50]}
-
-
-def error_result_id(job_id: str, index: int, review_id: object) -> str:
-    """The id an error result is stored under: the review's own when it is valid, else a stand-in.
-
-    A review whose id breaks the contract cannot be stored under that id (it could name any key),
-    so its error goes under ``invalid:<job id>:<index>``.
-    """
-    if isinstance(review_id, str) and REVIEW_ID_PATTERN.fullmatch(review_id):
-        return review_id
-    return f"invalid:{job_id}:{index}"
 
 
 def predict_isolated(

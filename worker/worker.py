@@ -44,12 +44,12 @@ from rq.serializers import JSONSerializer
 from rq.utils import now
 from rq.worker import WorkerStatus
 
-from sentiq.contract import CLASSIFY_TASK, JobPayload, Prediction
+from sentiq.contract import CLASSIFY_TASK, JobPayload, Prediction, error_result_id
 from sentiq.errors import ForbiddenTaskError, MalformedJobError, UnreadableJobError
 from sentiq.settings import QueueSettings, WorkerSettings
 from worker.healthcheck import idle_heartbeat_interval
 from worker.heartbeats import HeartbeatThread
-from worker.processing import Classifier, error_result_id
+from worker.processing import Classifier
 from worker.rq_internals import (
     PUBLISHED_FIELD,
     SentiqJob,
