@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.sentiq-installed
 
-.PHONY: setup test test-fast lint demo bench chaos clean
+.PHONY: setup test test-fast lint demo bench bench-profile chaos clean
 
 # Idempotent: re-runs only when pyproject.toml changed or the venv is missing.
 setup: $(STAMP)
@@ -35,6 +35,10 @@ demo: setup
 
 bench: setup
 	$(PY) -m benchmarks
+
+# Where the time of one review goes on the queue path (worker and client steps, cProfile).
+bench-profile: setup
+	$(PY) -m benchmarks.profile_queue
 
 # Reviews through three workers while workers and Redis are killed; exits 1 if any review is lost
 # or answered twice. `$(PY) -m benchmarks.chaos --quick` is the CI-sized variant.

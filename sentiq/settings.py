@@ -43,7 +43,7 @@ PRECISION_OF_DTYPE: dict[str, Precision] = {
 
 DEFAULT_BASE_MODEL = "huawei-noah/TinyBERT_General_4L_312D"
 BUNDLED_BASE_MODEL = "bundled"
-DEFAULT_MODEL_DIR = "models/sentiq-tinybert"
+DEFAULT_MODEL_DIR = "models/sentiment"
 
 
 class RedisSettings(BaseModel):

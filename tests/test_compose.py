@@ -48,7 +48,7 @@ from tools.config_docs import COMPOSE_VARIABLES, SHARED_WITH_SETTINGS, all_setti
 OVERRIDES = ("docker-compose.cpu.yml", "docker-compose.multigpu.yml")
 COMBINATIONS = [("docker-compose.yml",)] + [("docker-compose.yml", override) for override in OVERRIDES]
 SENTIQ_SERVICES = ("train", "worker", "producer")
-MODEL_DIR = "/models/sentiq-tinybert"
+MODEL_DIR = "/models/sentiment"
 
 
 def compose_env(**values: str) -> dict[str, str]:

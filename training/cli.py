@@ -67,8 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
             "examples:\n"
             "  python -m training train --base-model bundled --preset quick   # ~3.5 min on 2 CPU cores\n"
             "  python -m training train --data imdb_train.csv.gz --test-data imdb_test.csv.gz\n"
-            "  python -m training evaluate --model models/sentiq-tinybert --data reviews.csv --json\n"
-            '  python -m training explain --model models/sentiq-tinybert "A moving film." --html e.html\n\n'
+            "  python -m training evaluate --model models/sentiment --data reviews.csv --json\n"
+            '  python -m training explain --model models/sentiment "A moving film." --html e.html\n\n'
             "Every train option can also be set in the environment (SENTIQ_TRAIN_EPOCHS=1, ...) or .env;\n"
             "flags win over the environment.\n\n"
             + EXIT_STATUS_SUMMARY
@@ -239,7 +239,7 @@ def add_model_argument(parser: argparse.ArgumentParser) -> None:
         "--model",
         type=Path,
         metavar="DIR",
-        help="model folder (default: SENTIQ_MODEL_PATH or models/sentiq-tinybert)",
+        help="model folder (default: SENTIQ_MODEL_PATH or models/sentiment)",
     )
 
 
