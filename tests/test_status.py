@@ -83,10 +83,12 @@ def test_status_shows_the_real_queue_and_workers(
     with running_workers(settings, tmp_path, 1) as (worker,), Client.from_settings(settings) as client:
         ids = client.submit([f"Review number {index}, rather good." for index in range(40)])
         client.results(ids, timeout=60)
-        # Results are published before RQ's bookkeeping finishes each job: give it a moment.
+        # Results are published before RQ's bookkeeping finishes each job and the worker goes idle.
         deadline = time.monotonic() + 10
         busy = gather_status(redis_client, [name], prefix)
-        while busy.queues[0].finished < 5 and time.monotonic() < deadline:
+        while time.monotonic() < deadline and (
+            busy.queues[0].finished < 5 or any(w.state != "idle" for w in busy.workers)
+        ):
             time.sleep(0.05)
             busy = gather_status(redis_client, [name], prefix)
     assert worker.stop(signal.SIGTERM) == 0

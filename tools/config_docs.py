@@ -75,7 +75,7 @@ class ComposeVariable:
 SHARED_WITH_SETTINGS = frozenset({"SENTIQ_REDIS_PASSWORD"})
 
 #: What docker-compose.yml and its overrides read from .env beyond the settings themselves.
-#: tests/test_compose.py checks that this list and the compose files agree.
+#: tests/deploy/test_compose.py checks that this list and the compose files agree.
 COMPOSE_VARIABLES: tuple[ComposeVariable, ...] = (
     ComposeVariable(
         "SENTIQ_REDIS_PASSWORD",

@@ -1,4 +1,4 @@
-"""Every RQ internal the sentiq worker relies on, in one module, pinned by ``tests/test_rq_internals.py``.
+"""Every RQ internal the sentiq worker relies on, in one module (``tests/worker/test_rq_internals.py``).
 
 RQ is pinned (``rq~=3.0.0``). The worker needs a few things RQ does not offer as public API: its
 key layout (to fail a job whose record cannot be read at all), two private finalizers (to finish

@@ -14,7 +14,7 @@ from pathlib import Path
 from sentiq.settings import Settings
 from stack import worker_processes
 
-REPO_ROOT = Path(__file__).resolve().parent.parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def worker_env(settings: Settings, ready_file: Path, **extra: str) -> dict[str, str]:

@@ -28,7 +28,8 @@ from redis import Redis
 from sentiq.contract import LABELS, stream_key
 from sentiq.result_store import ResultStore
 from stack.embedded_redis import find_redis_server, free_port
-from tests.compose_local import (
+from tests.conftest import TEST_SAMPLE
+from tests.support.compose_local import (
     ENV_EXAMPLE,
     REPO_ROOT,
     InterpolationError,
@@ -42,7 +43,6 @@ from tests.compose_local import (
     stop_process,
     tail,
 )
-from tests.conftest import TEST_SAMPLE
 from tools.config_docs import COMPOSE_VARIABLES, SHARED_WITH_SETTINGS, all_settings
 
 OVERRIDES = ("docker-compose.cpu.yml", "docker-compose.multigpu.yml")

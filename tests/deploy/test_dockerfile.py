@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.compose_local import DOCKERFILE, REPO_ROOT
+from tests.support.compose_local import DOCKERFILE, REPO_ROOT
 
 PACKAGES = ("sentiq", "worker", "producer", "training")
 

@@ -10,7 +10,7 @@ from producer import Client, InvalidReviewError, Prediction
 from producer.stream import StreamSummary, format_prediction, percentile, preview, stream_reviews
 from sentiq.contract import Label
 from sentiq.settings import Settings
-from tests.producer_fakes import FakeWorker
+from tests.support.producer_fakes import FakeWorker
 
 
 def test_stream_reviews_prints_each_prediction_and_summarizes(settings: Settings) -> None:

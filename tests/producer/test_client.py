@@ -34,7 +34,7 @@ from sentiq.contract import CLASSIFY_TASK, MAX_JOB_DATA_BYTES, JobPayload, resul
 from sentiq.result_store import STREAM_FIELD_ID, STREAM_FIELD_RESULT
 from sentiq.settings import Settings
 from stack.embedded_redis import EmbeddedRedis, find_redis_server, free_port
-from tests.producer_fakes import FAKE_MODEL, FakeWorker, counting_redis, publish_later, store_for
+from tests.support.producer_fakes import FAKE_MODEL, FakeWorker, counting_redis, publish_later, store_for
 
 
 def with_producer(settings: Settings, **fields: object) -> Settings:

@@ -31,7 +31,7 @@ from tests.conftest import TRAIN_SAMPLE
 from tests.support.workers import WorkerProcess, running_workers
 from tools.tiny_models import sample_texts
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+README = Path(__file__).resolve().parents[2] / "README.md"
 WIRE_SECTION = "## Wire contract and result-store layout"
 #: The README's example uses the default queue name and key prefix; tests substitute their own.
 README_QUEUE = "sentiq"

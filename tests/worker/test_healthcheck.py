@@ -11,7 +11,7 @@ from pathlib import Path
 from sentiq.settings import load_settings
 from worker.healthcheck import is_ready
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_ready_only_with_a_fresh_ready_file(tmp_path: Path) -> None:

@@ -22,7 +22,7 @@ from transformers import AutoTokenizer, BertForSequenceClassification
 
 from sentiq.errors import ConfigurationError
 from sentiq.model_folder import label2id
-from tests.test_training_cli import run_cli
+from tests.training.test_cli import run_cli
 from tools.tiny_models import build_tiny_model
 from training.cli import main
 from training.encoding import ReviewEncoder

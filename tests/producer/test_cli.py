@@ -17,7 +17,7 @@ from sentiq.contract import JobPayload, Prediction
 from sentiq.settings import Settings
 from stack.embedded_redis import EmbeddedRedis, free_port
 from tests.conftest import REPO_ROOT, TEST_SAMPLE
-from tests.producer_fakes import FakeWorker, store_for
+from tests.support.producer_fakes import FakeWorker, store_for
 
 
 def run_cli(

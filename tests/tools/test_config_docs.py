@@ -28,7 +28,7 @@ from tools.config_docs import (
     write,
 )
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def every_field() -> list[tuple[str, str, Any]]:
