@@ -38,7 +38,8 @@ _N = TypeVar("_N", int, float)
 
 #: Seconds over which a worker's recent throughput is reported.
 RATE_WINDOW_S = 60
-#: A worker writes its record at most this often while busy (and at each heartbeat while idle).
+#: A busy worker writes its record at most this often (and at once when its queue runs dry, and at
+#: each heartbeat while idle).
 PUBLISH_INTERVAL_S = 1.0
 
 
@@ -65,16 +66,18 @@ class ThroughputWindow:
         for second in [second for second in self.buckets if second <= oldest]:
             del self.buckets[second]
 
-    def reviews_since(self, now: float, span_s: float = RATE_WINDOW_S) -> int:
-        """Reviews answered in the ``span_s`` seconds before ``now``."""
-        return sum(count for second, count in self.buckets.items() if now - span_s < second <= now)
-
     def rate(self, now: float, started_at: float | None = None) -> float:
-        """Reviews per second over the last minute, or over the worker's life when that is shorter."""
-        span = float(RATE_WINDOW_S)
+        """Reviews per second over the last minute, or over the worker's life when that is shorter.
+
+        The window starts at the whole second that holds its start, so the work of a worker's
+        first second (or of the window's first) is never cut off by rounding.
+        """
+        start = now - RATE_WINDOW_S
         if started_at is not None:
-            span = min(span, max(1.0, now - started_at))
-        return self.reviews_since(now, span) / span
+            start = max(start, started_at)
+        first = int(start)
+        reviews = sum(count for second, count in self.buckets.items() if first <= second <= now)
+        return reviews / max(1.0, now - first)
 
     def to_json(self) -> str:
         """The ``recent`` field: ``[[second, reviews], ...]``, oldest first."""
@@ -159,17 +162,19 @@ class WorkerInfoPublisher:
         self.ttl_s = ttl_s
         self._published_at = 0.0
 
-    def record(self, reviews: int, at: float | None = None) -> None:
+    def record(self, reviews: int, at: float | None = None, *, flush: bool = False) -> None:
         """Count ``reviews`` answered now; writes the record when the last write is a second old.
 
-        ``record(0)`` (at each heartbeat) only renews the record when due. Raises Redis errors
-        (the worker decides how to ride out an outage).
+        ``flush`` writes it now whatever the time (the worker's queue ran dry: without a write, the
+        last second of work would show only at the next heartbeat). ``record(0)`` (at each
+        heartbeat) renews the record when due. Raises Redis errors (the worker decides how to ride
+        out an outage).
         """
         at = time.time() if at is None else at
         if reviews:
             self.info.reviews_total += reviews
             self.info.recent.add(reviews, at)
-        if at - self._published_at >= PUBLISH_INTERVAL_S:
+        if flush or at - self._published_at >= PUBLISH_INTERVAL_S:
             self.publish(at)
 
     def publish(self, at: float | None = None) -> None:
