@@ -38,7 +38,7 @@ from sentiq.errors import (
     SentiqError,
     exit_code_for,
 )
-from sentiq.redis_connection import redact_secrets, url_has_password
+from sentiq.redis_connection import connect, redact_secrets, redact_url, url_has_password
 from sentiq.settings import Settings, describe_validation_error, load_settings
 
 PASSWORD_ON_COMMAND_LINE = (
@@ -129,6 +129,45 @@ def build_parser() -> argparse.ArgumentParser:
     stream.add_argument("--limit", type=_positive_int, metavar="N", help="stream only the first N reviews")
     stream.add_argument("--quiet", action="store_true", help="print only the summary")
     _add_timeout_option(stream)
+
+    status = commands.add_parser(
+        "status",
+        help="queues, workers and the result store at a glance",
+        description=(
+            "Show each queue's depth, started, failed and finished counts; each worker's host, pid, "
+            "state, model, device and reviews per second over the last minute; the result store's "
+            "size and stream length. Queues: --queue (SENTIQ_QUEUE_NAME) and every queue a sentiq "
+            "worker serves."
+        ),
+    )
+    status.add_argument("--json", action="store_true", help="one JSON object (a line per refresh)")
+    status.add_argument(
+        "--watch",
+        type=_positive_float,
+        nargs="?",
+        const=2.0,
+        metavar="SECONDS",
+        help="refresh every SECONDS (default 2) until interrupted",
+    )
+
+    exporter = commands.add_parser(
+        "exporter",
+        help="serve queue depths, worker counts and the result store as Prometheus metrics",
+        description="Serve /metrics for Prometheus: queues, workers and result store, read from Redis "
+        'at each scrape. One per Redis; an autoscaler scales on sentiq_queue_jobs{state="queued"}.',
+    )
+    _add_listen_options(exporter, 9310)
+
+    dashboard = commands.add_parser(
+        "dashboard",
+        help="rq-dashboard, reading sentiq's JSON jobs and workers (needs rq-dashboard)",
+        description="rq-dashboard on this Redis with JSON jobs and workers. No authentication: keep it "
+        "on 127.0.0.1 or behind an authenticating proxy.",
+    )
+    _add_listen_options(dashboard, 9181)
+    dashboard.add_argument(
+        "--allow-delete", action="store_true", help="show rq-dashboard's delete and empty buttons"
+    )
     return parser
 
 
@@ -237,7 +276,50 @@ def _stream(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_SUCCESS
 
 
-_COMMANDS = {"enqueue": _enqueue, "get": _get, "classify": _classify, "stream": _stream}
+def _status(args: argparse.Namespace, settings: Settings) -> int:
+    from producer.status import gather_status, render_text, watch
+
+    connection = connect(settings.redis)
+    label = redact_url(settings.redis.url)
+
+    def view() -> str:
+        snapshot = gather_status(
+            connection, [settings.queue.name], settings.queue.key_prefix, redis_label=label
+        )
+        return snapshot.to_json() if args.json else render_text(snapshot)
+
+    try:
+        if args.watch is None:
+            sys.stdout.write(view() + "\n")
+        else:
+            watch(view, sys.stdout, args.watch, clear=sys.stdout.isatty() and not args.json)
+    finally:
+        connection.close()
+    return EXIT_SUCCESS
+
+
+def _exporter(args: argparse.Namespace, settings: Settings) -> int:
+    from producer.exporter import run
+
+    return run(settings, [settings.queue.name], args.host, args.port)
+
+
+def _dashboard(args: argparse.Namespace, settings: Settings) -> int:
+    from producer.dashboard import serve
+
+    serve(settings, args.host, args.port, allow_delete=args.allow_delete)
+    return EXIT_SUCCESS
+
+
+_COMMANDS = {
+    "enqueue": _enqueue,
+    "get": _get,
+    "classify": _classify,
+    "stream": _stream,
+    "status": _status,
+    "exporter": _exporter,
+    "dashboard": _dashboard,
+}
 
 
 def _read_checked(source: str, fmt: InputFormat | None, settings: Settings) -> list[InputReview]:
@@ -266,6 +348,11 @@ def _add_format_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_listen_options(parser: argparse.ArgumentParser, port: int) -> None:
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=_port, default=port, help=f"port (default {port})")
+
+
 def _add_timeout_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--timeout",
@@ -282,6 +369,16 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is 0-65535, got {value}")
     return value
 
 

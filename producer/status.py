@@ -61,7 +61,7 @@ class WorkerStatus:
     #: Empty for an RQ worker that is not a sentiq worker (it has no sentiq record).
     model: str = ""
     device: str = ""
-    dtype: str = ""
+    precision: str = ""
     engine: str = ""
     #: Reviews answered per second over the last minute (``None``: not a sentiq worker).
     reviews_per_s: float | None = None
@@ -139,10 +139,10 @@ def gather_status(
             failed_jobs=worker.failed_job_count,
         )
         if info is not None:
-            status.model, status.device, status.dtype, status.engine = (
+            status.model, status.device, status.precision, status.engine = (
                 info.model,
                 info.device,
-                info.dtype,
+                info.precision,
                 info.engine,
             )
             status.reviews_per_s = round(info.reviews_per_second(taken_at), 2)
@@ -227,7 +227,7 @@ def render_text(status: Status) -> str:
     lines.append("")
     if status.workers:
         lines += _table(
-            ["WORKER", "HOST", "PID", "STATE", "MODEL", "DEVICE", "DTYPE", "REVIEWS/S", "HEARTBEAT"],
+            ["WORKER", "HOST", "PID", "STATE", "MODEL", "DEVICE", "PRECISION", "REVIEWS/S", "HEARTBEAT"],
             [
                 [
                     w.name,
@@ -236,7 +236,7 @@ def render_text(status: Status) -> str:
                     w.state,
                     w.model or "(not a sentiq worker)",
                     w.device or "-",
-                    w.dtype or "-",
+                    w.precision or "-",
                     "-" if w.reviews_per_s is None else f"{w.reviews_per_s:.1f}",
                     f"{_seconds(w.heartbeat_age_s)} ago" if w.heartbeat_age_s is not None else "-",
                 ]

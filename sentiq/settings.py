@@ -198,6 +198,17 @@ class WorkerSettings(BaseModel):
         default=None,
         description="Touched once the model is loaded and warm, and at each heartbeat; for healthchecks.",
     )
+    metrics_port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description="Serve Prometheus metrics on this port (0: any free port); unset: no metrics endpoint.",
+    )
+    metrics_host: str = Field(
+        default="127.0.0.1",
+        min_length=1,
+        description="Address of the metrics endpoint; 0.0.0.0 lets other hosts (Prometheus) scrape it.",
+    )
 
     @model_validator(mode="before")
     @classmethod

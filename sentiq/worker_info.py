@@ -11,7 +11,7 @@ renewed at every heartbeat, so a worker that dies without a goodbye disappears o
 ``host``, ``pid``  where it runs
 ``model``          the model id every one of its predictions carries
 ``device``         ``cpu``, ``cuda:0`` ...
-``dtype``          ``float32``, ``bfloat16``, ``float16``
+``precision``          ``fp32``, ``bf16``, ``fp16``
 ``engine``         what runs the model, e.g. ``torch 2.13.0``
 ``started_at``     Unix time the worker started serving
 ``updated_at``     Unix time of this record
@@ -102,7 +102,7 @@ class WorkerInfo:
     pid: int = 0
     model: str = ""
     device: str = ""
-    dtype: str = ""
+    precision: str = ""
     engine: str = ""
     started_at: float = 0.0
     updated_at: float = 0.0
@@ -121,7 +121,7 @@ class WorkerInfo:
             "pid": str(self.pid),
             "model": self.model,
             "device": self.device,
-            "dtype": self.dtype,
+            "precision": self.precision,
             "engine": self.engine,
             "started_at": f"{self.started_at:.3f}",
             "updated_at": f"{self.updated_at:.3f}",
@@ -139,7 +139,7 @@ class WorkerInfo:
             pid=_number(fields.get("pid"), int, 0),
             model=fields.get("model", ""),
             device=fields.get("device", ""),
-            dtype=fields.get("dtype", ""),
+            precision=fields.get("precision", ""),
             engine=fields.get("engine", ""),
             started_at=_number(fields.get("started_at"), float, 0.0),
             updated_at=_number(fields.get("updated_at"), float, 0.0),

@@ -15,6 +15,7 @@ import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 from redis import Redis
@@ -41,6 +42,9 @@ from sentiq.settings import (
     describe_validation_error,
     load_settings,
 )
+
+if TYPE_CHECKING:
+    from worker.metrics import WorkerMetrics
 
 log = logging.getLogger("worker")
 
@@ -109,6 +113,16 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         help="token truncation length; 0 takes the model folder's own (SENTIQ_WORKER_MAX_LENGTH)",
     )
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        help="serve Prometheus metrics on this port, 0 for any free one (SENTIQ_WORKER_METRICS_PORT; "
+        "default: no metrics endpoint)",
+    )
+    parser.add_argument(
+        "--metrics-host",
+        help="address of the metrics endpoint (SENTIQ_WORKER_METRICS_HOST, default 127.0.0.1)",
+    )
     parser.add_argument("--name", help="worker name (default: a random one)")
     parser.add_argument("--burst", action="store_true", help="exit once the queue is empty")
     parser.add_argument("--log-level", help="DEBUG, INFO, WARNING ... (SENTIQ_WORKER_LOG_LEVEL)")
@@ -128,6 +142,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
             "max_wait_ms": args.max_wait_ms,
             "max_length": args.max_length,
             "log_level": args.log_level,
+            "metrics_port": args.metrics_port,
+            "metrics_host": args.metrics_host,
         },
     )
 
@@ -216,6 +232,24 @@ def run(settings: Settings, *, burst: bool = False, name: str | None = None) -> 
     log.info("redis %s, queue %r", redact_url(settings.redis.url), settings.queue.name)
     if name is not None and (taken := name_in_use(connection, name)) is not None:
         raise StartupError(taken, EXIT_FAILURE)
+    from worker.metrics import WorkerMetrics
+
+    metrics = WorkerMetrics()
+    # Bound before the model loads: a taken port fails in a second, and Prometheus sees the
+    # process (process_* metrics) while it loads.
+    server = None
+    if settings.worker.metrics_port is not None:
+        server = metrics.serve(settings.worker.metrics_host, settings.worker.metrics_port)
+    try:
+        return _serve(settings, connection, metrics, burst=burst, name=name)
+    finally:
+        if server is not None:
+            server.close()
+
+
+def _serve(
+    settings: Settings, connection: Redis, metrics: WorkerMetrics, *, burst: bool, name: str | None
+) -> int:
     # torch comes in with these (seconds): only once every cheap check above has passed.
     from worker.assembly import build_classifier
     from worker.worker import SentiqWorker, touch_ready_file
@@ -223,7 +257,12 @@ def run(settings: Settings, *, burst: bool = False, name: str | None = None) -> 
     classifier = build_classifier(settings, connection)
     queue = Queue(settings.queue.name, connection=connection, serializer=JSONSerializer)
     worker = SentiqWorker(
-        [queue], classifier=classifier, settings=settings.worker, queue_settings=settings.queue, name=name
+        [queue],
+        classifier=classifier,
+        settings=settings.worker,
+        queue_settings=settings.queue,
+        metrics=metrics,
+        name=name,
     )
     touch_ready_file(settings.worker.ready_file)
     try:

@@ -7,7 +7,7 @@ metric are listed in :data:`METRICS` (the README's table is checked against it).
 not a worker's business: ``python -m producer.exporter`` exports them from Redis.
 
 Recording is cheap (a few counter increments and histogram observations per batch, measured in
-``tests/test_metrics.py``); torch is imported only to read GPU memory at scrape time.
+``tests/worker/test_metrics.py``); torch is imported only to read GPU memory at scrape time.
 """
 
 from __future__ import annotations
@@ -132,7 +132,7 @@ METRICS: tuple[MetricDoc, ...] = (
     MetricDoc(
         "sentiq_worker_model_info",
         "gauge",
-        ("worker", "model", "device", "dtype", "engine"),
+        ("worker", "model", "device", "precision", "engine"),
         "Always 1; the labels say which model this worker serves and how.",
     ),
     MetricDoc(
@@ -197,10 +197,10 @@ class WorkerMetrics:
 
     # -- what the worker records ------------------------------------------------------------
 
-    def set_model_info(self, *, worker: str, model: str, device: str, dtype: str, engine: str) -> None:
+    def set_model_info(self, *, worker: str, model: str, device: str, precision: str, engine: str) -> None:
         """Say which model this worker serves, on what (the info gauge carries one series)."""
         self.model_info.clear()
-        self.model_info.labels(worker, model, device, dtype, engine).set(1)
+        self.model_info.labels(worker, model, device, precision, engine).set(1)
 
     def watch_gpu_memory(self, device: str) -> None:
         """Export the memory of ``device`` when it is a CUDA device (read at each scrape)."""

@@ -47,8 +47,10 @@ from rq.worker import WorkerStatus
 from sentiq.contract import CLASSIFY_TASK, JobPayload, Prediction, error_result_id
 from sentiq.errors import ForbiddenTaskError, MalformedJobError, UnreadableJobError
 from sentiq.settings import QueueSettings, WorkerSettings
+from sentiq.worker_info import WorkerInfo, WorkerInfoPublisher
 from worker.healthcheck import idle_heartbeat_interval
 from worker.heartbeats import HeartbeatThread
+from worker.metrics import WorkerMetrics, queue_wait_seconds, torch_engine
 from worker.processing import Classifier
 from worker.rq_internals import (
     PUBLISHED_FIELD,
@@ -102,6 +104,7 @@ class SentiqWorker(SimpleWorker):
         classifier: Classifier,
         settings: WorkerSettings,
         queue_settings: QueueSettings | None = None,
+        metrics: WorkerMetrics | None = None,
         **kwargs: Any,
     ) -> None:
         # Not defaults: a sentiq worker reads JSON only and fetches every job through SentiqJob.
@@ -115,6 +118,36 @@ class SentiqWorker(SimpleWorker):
         self.classifier = classifier
         self.settings = settings
         self.queue_settings = queue_settings or QueueSettings()
+        # Always recorded (a few microseconds a batch); served only when the CLI asks for it.
+        self.metrics = metrics or WorkerMetrics()
+        model = classifier.model
+        engine = torch_engine()
+        self.metrics.set_model_info(
+            worker=self.name,
+            model=classifier.model_id,
+            device=model.device,
+            precision=model.precision,
+            engine=engine,
+        )
+        self.metrics.watch_gpu_memory(model.device)
+        info = WorkerInfo(
+            name=self.name,
+            host=self.hostname or "",
+            pid=self.pid or 0,
+            model=classifier.model_id,
+            device=model.device,
+            precision=model.precision,
+            engine=engine,
+            started_at=time.time(),
+        )
+        # It expires with RQ's own worker record (worker_ttl + 60), renewed at each heartbeat.
+        self.info = WorkerInfoPublisher(
+            self.connection, self.queue_settings.key_prefix, info, ttl_s=self.worker_ttl + 60
+        )
+        # The job being refused right now: its final failure counts as refused, not failed.
+        self._refusing: str | None = None
+        # Whether the last gathering found the queue empty (the worker is about to wait).
+        self._queue_ran_dry = False
         self.push_exc_handler(self._answer_abandoned)  # type: ignore[no-untyped-call]
 
     # -- liveness ---------------------------------------------------------------------------
@@ -131,13 +164,16 @@ class SentiqWorker(SimpleWorker):
         """
         try:
             super().heartbeat(timeout, pipeline)
+            self.info.record(0)
         except TRANSIENT_REDIS_ERRORS as error:
+            self.metrics.redis_reconnect("heartbeat")
             log.warning("worker heartbeat skipped, Redis unavailable: %s", error)
         touch_ready_file(self.settings.ready_file)
 
     def register_birth(self) -> None:
         """RQ's registration, waiting for Redis if it went away while the model loaded."""
         self._until_redis_answers("register the worker", super().register_birth)  # type: ignore[no-untyped-call]
+        self._until_redis_answers("write the worker record", self.info.publish)
 
     def subscribe(self) -> None:
         """RQ's command channel subscription, waiting for Redis likewise."""
@@ -148,6 +184,7 @@ class SentiqWorker(SimpleWorker):
         try:
             super().set_state(state, pipeline)
         except TRANSIENT_REDIS_ERRORS as error:
+            self.metrics.redis_reconnect("state")
             log.warning("worker state %r not recorded, Redis unavailable: %s", state, error)
 
     def check_for_suspension(self, burst: bool) -> None:
@@ -155,16 +192,27 @@ class SentiqWorker(SimpleWorker):
         try:
             super().check_for_suspension(burst)
         except TRANSIENT_REDIS_ERRORS as error:
+            self.metrics.redis_reconnect("suspension check")
             log.warning("suspension check skipped, Redis unavailable: %s", error)
 
     def teardown(self) -> None:
-        """Remove the ready file before RQ unregisters the worker (if Redis lets it)."""
+        """Remove the ready file and sentiq's worker record before RQ unregisters the worker."""
         if self.settings.ready_file is not None:
             self.settings.ready_file.unlink(missing_ok=True)
         try:
+            self.info.remove()
             super().teardown()  # type: ignore[no-untyped-call]
         except TRANSIENT_REDIS_ERRORS as error:
             log.warning("could not unregister the worker, Redis unavailable: %s", error)
+
+    def _record_answered(self, reviews: int, *, flush: bool = False) -> None:
+        """Count answered reviews in the worker's record (``python -m producer status``)."""
+        try:
+            self.info.record(reviews, flush=flush)
+        except TRANSIENT_REDIS_ERRORS as error:
+            # The count is kept and written with the next record; the answers themselves are stored.
+            self.metrics.redis_reconnect("worker record")
+            log.warning("worker record not written, Redis unavailable: %s", error)
 
     # -- maintenance ------------------------------------------------------------------------
 
@@ -179,6 +227,7 @@ class SentiqWorker(SimpleWorker):
                 self._sweep(queue)
             super().run_maintenance_tasks()  # type: ignore[no-untyped-call]
         except TRANSIENT_REDIS_ERRORS as error:
+            self.metrics.redis_reconnect("maintenance")
             log.warning("maintenance skipped, Redis unavailable: %s", error)
             self.last_cleaned_at = now()  # type: ignore[assignment]
         except StopRequested:
@@ -214,6 +263,7 @@ class SentiqWorker(SimpleWorker):
 
     def _refuse_unreadable(self, job_id: str, queue: Queue, reason: str) -> None:
         log.error("refused unreadable job %s: %s", job_id, reason)
+        self.metrics.job_refused()
         # Its reviews are answered when its data can be read at all, before the record is replaced.
         review_ids = _review_ids_of_arguments(raw_job_arguments(self.connection, job_id))
         self._answer_reviews(job_id, review_ids, f"not classified: job refused: {reason}")
@@ -252,6 +302,7 @@ class SentiqWorker(SimpleWorker):
     def _gather_more(self, first: Job, queue: Queue) -> list[tuple[Job, Queue]]:
         """Jobs already waiting in the queues, up to the batch size and the max wait."""
         gathered: list[tuple[Job, Queue]] = [(first, queue)]
+        self._queue_ran_dry = False
         reviews = _review_count(first)
         deadline = time.monotonic() + self.settings.max_wait_ms / 1000
         while reviews < self.settings.max_batch_size and time.monotonic() < deadline:
@@ -264,6 +315,7 @@ class SentiqWorker(SimpleWorker):
                     serializer=JSONSerializer,
                 )
             except TRANSIENT_REDIS_ERRORS as error:
+                self.metrics.redis_reconnect("gather jobs")
                 log.warning("stopped gathering jobs, Redis unavailable: %s", error)
                 break
             except StopRequested:
@@ -272,6 +324,7 @@ class SentiqWorker(SimpleWorker):
                 self._handle_dequeue_error(error)
                 continue
             if more is None:
+                self._queue_ran_dry = True
                 break
             gathered.append(more)
             reviews += _review_count(more[0])
@@ -341,16 +394,30 @@ class SentiqWorker(SimpleWorker):
                         finalize_success, self, item.job, item.queue, item.execution, outcome.summary
                     ),
                 )
+        reviews = sum(len(outcome.predictions) for outcome in outcomes)
+        errors = sum(1 for outcome in outcomes for p in outcome.predictions if p.error is not None)
+        elapsed = time.perf_counter() - started
         log.info(
             "batch jobs=%d reviews=%d errors=%d passes=%d padded_len=%d padded_tokens=%d ms=%.1f",
             len(admitted),
-            sum(len(outcome.predictions) for outcome in outcomes),
-            sum(1 for outcome in outcomes for p in outcome.predictions if p.error is not None),
+            reviews,
+            errors,
             stats.passes,
             stats.max_padded_length,
             stats.padded_tokens,
-            (time.perf_counter() - started) * 1000,
+            elapsed * 1000,
         )
+        self.metrics.observe_batch(
+            jobs=len(admitted),
+            classified=reviews - errors,
+            review_errors=errors,
+            rows=stats.rows,
+            pass_lengths=stats.lengths,
+            padded_tokens=stats.padded_tokens,
+            forward_seconds=stats.milliseconds / 1000,
+            batch_seconds=elapsed,
+        )
+        self._record_answered(reviews, flush=self._queue_ran_dry)
 
     def _start(self, job: Job, queue: Queue) -> _Admitted | None:
         """Admit ``job`` and record it as started, or refuse it; ``None`` when refused."""
@@ -377,6 +444,7 @@ class SentiqWorker(SimpleWorker):
             self.connection.hset(job.key, mapping=filled)
         self.prepare_job_execution(job, remove_from_intermediate_queue=len(self.queues) == 1)
         job.started_at = now()
+        self.metrics.observe_queue_waits([queue_wait_seconds(job.enqueued_at, job.started_at)])
         return _Admitted(job, queue, execution, payload)
 
     def _admit(self, job: Job) -> JobPayload:
@@ -403,11 +471,16 @@ class SentiqWorker(SimpleWorker):
     def _refuse(self, job: Job, queue: Queue, execution: Execution, error: Exception) -> None:
         """Fail a job that is wrong in itself: no retries, kept for the failure TTL with its reason."""
         log.error("refused job %s: %s", job.id, error)
+        self.metrics.job_refused()
+        self._refusing = job.id
         job.retries_left = 0
         job.failure_ttl = self.queue_settings.failure_ttl_s
         job.started_at = now()
         queue.intermediate_queue.remove(job.id)
-        finalize_failure(self, job, queue, execution, (type(error), error, error.__traceback__))
+        try:
+            finalize_failure(self, job, queue, execution, (type(error), error, error.__traceback__))
+        finally:
+            self._refusing = None
 
     def _fail_all(self, admitted: Sequence[_Admitted], exc_info: ExcInfo) -> None:
         """RQ's failure handling for each job: a retry at the front, or a final failure."""
@@ -432,7 +505,11 @@ class SentiqWorker(SimpleWorker):
         execution: Execution | None = None,
     ) -> None:
         """RQ's failure handling, after a job that will not run again has answered every review."""
-        if not job.should_retry:
+        if job.should_retry:
+            self.metrics.job_retried()
+        else:
+            if job.id != self._refusing:
+                self.metrics.job_failed()
             self._answer_with_errors(job, _reason(exc_string))
         super().handle_job_failure(
             job, queue, started_job_registry=started_job_registry, exc_string=exc_string, execution=execution
@@ -442,7 +519,10 @@ class SentiqWorker(SimpleWorker):
         self, job: Job, exc_type: type[BaseException], exc_value: BaseException, traceback: Any
     ) -> bool:
         """Exception handler: an abandoned job with no retries left answers every review."""
-        if issubclass(exc_type, AbandonedJobError) and not job.should_retry:
+        if issubclass(exc_type, AbandonedJobError) and job.should_retry:
+            self.metrics.job_retried()
+        elif issubclass(exc_type, AbandonedJobError):
+            self.metrics.job_failed()
             self._answer_with_errors(
                 job, "not classified: the worker running this review stopped and the job has no retries left"
             )
@@ -467,6 +547,8 @@ class SentiqWorker(SimpleWorker):
             return
         for start in range(0, len(rest), ERROR_RESULTS_PER_WRITE):
             store.publish(rest[start : start + ERROR_RESULTS_PER_WRITE])
+        self.metrics.job_reviews_answered_with_errors(len(predictions))
+        self._record_answered(len(predictions))
         log.warning("job %s: %d review(s) answered with an error: %s", job_id, len(predictions), message)
 
     # -- Redis outages ----------------------------------------------------------------------
@@ -478,6 +560,7 @@ class SentiqWorker(SimpleWorker):
             try:
                 return action()
             except TRANSIENT_REDIS_ERRORS as error:
+                self.metrics.redis_reconnect(step)
                 log.warning(
                     "Redis unavailable while trying to %s (%s); retrying in %.1fs", step, error, delay
                 )

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import re
+import signal
 import socket
+import subprocess
+import sys
 import time
 import urllib.request
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -13,11 +18,13 @@ from redis import Redis
 from rq import Queue
 from rq.serializers import JSONSerializer
 
+from producer import Client
 from producer.exporter import EXPORTER_METRICS, start_exporter
 from sentiq.contract import CLASSIFY_TASK
 from sentiq.errors import ConfigurationError
 from sentiq.redis_connection import connect
-from sentiq.settings import RedisSettings, Settings
+from sentiq.settings import RedisSettings, Settings, WorkerSettings
+from tests.support.workers import REPO_ROOT, running_workers, worker_env
 from worker.metrics import METRICS, WorkerMetrics, queue_wait_seconds
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
@@ -39,7 +46,7 @@ def value(samples: Samples, name: str, **labels: str) -> float:
 
 
 def record_one_batch(metrics: WorkerMetrics) -> None:
-    metrics.set_model_info(worker="w1", model="tiny@1", device="cpu", dtype="float32", engine="torch 2")
+    metrics.set_model_info(worker="w1", model="tiny@1", device="cpu", precision="fp32", engine="torch 2")
     metrics.observe_batch(
         jobs=3,
         classified=40,
@@ -86,7 +93,7 @@ def test_worker_metrics_are_served_with_what_was_recorded() -> None:
     assert value(samples, "sentiq_queue_wait_seconds_count") == 2
     assert value(samples, "sentiq_queue_wait_seconds_bucket", le="0.01") == 1
     assert value(samples, "sentiq_redis_reconnects_total", step="publish results") == 2
-    info = {"worker": "w1", "model": "tiny@1", "device": "cpu", "dtype": "float32", "engine": "torch 2"}
+    info = {"worker": "w1", "model": "tiny@1", "device": "cpu", "precision": "fp32", "engine": "torch 2"}
     assert value(samples, "sentiq_worker_model_info", **info) == 1
     assert any(name == "process_resident_memory_bytes" for name, _ in samples)
 
@@ -101,8 +108,8 @@ def test_every_documented_metric_is_exported_and_nothing_else() -> None:
 
 def test_model_info_names_one_model_at_a_time() -> None:
     metrics = WorkerMetrics()
-    metrics.set_model_info(worker="w", model="old", device="cpu", dtype="float32", engine="torch")
-    metrics.set_model_info(worker="w", model="new", device="cpu", dtype="float32", engine="torch")
+    metrics.set_model_info(worker="w", model="old", device="cpu", precision="fp32", engine="torch")
+    metrics.set_model_info(worker="w", model="new", device="cpu", precision="fp32", engine="torch")
     (family,) = [f for f in metrics.registry.collect() if f.name == "sentiq_worker_model_info"]
     assert [sample.labels["model"] for sample in family.samples] == ["new"]
 
@@ -211,3 +218,82 @@ def test_a_cpu_worker_exports_no_gpu_metrics() -> None:
     metrics = WorkerMetrics()
     metrics.watch_gpu_memory("cpu")
     assert not any(family.name.startswith("sentiq_gpu") for family in metrics.registry.collect())
+
+
+@pytest.mark.slow
+def test_a_running_worker_serves_metrics_of_the_work_it_did(settings: Settings, tmp_path: Path) -> None:
+    settings = settings.model_copy(
+        update={"producer": settings.producer.model_copy(update={"reviews_per_job": 8})}
+    )
+    queue = Queue(settings.queue.name, connection=connect(settings.redis), serializer=JSONSerializer)
+    with running_workers(settings, tmp_path, 1, "--metrics-port", "0") as (worker,):
+        url = _metrics_url(worker.log)
+        with Client.from_settings(settings) as client:
+            ids = client.submit([f"Review {index}: good enough." for index in range(40)])
+            client.results(ids, timeout=60)
+        queue.enqueue(CLASSIFY_TASK, {"v": 1, "reviews": [{"id": "empty-1", "text": "<br /><br />"}]})
+        queue.enqueue("os.system", "echo pwned")  # refused, never run
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            samples = scrape(url)
+            if value(samples, "sentiq_jobs_refused_total") == 1:
+                break
+            time.sleep(0.2)
+    assert value(samples, "sentiq_reviews_classified_total") == 40
+    assert value(samples, "sentiq_reviews_failed_total", reason="review") == 1
+    assert value(samples, "sentiq_jobs_finished_total") == 6
+    assert value(samples, "sentiq_jobs_refused_total") == 1
+    assert value(samples, "sentiq_reviews_failed_total", reason="job") == 0
+    assert value(samples, "sentiq_batch_rows_sum") == 40
+    # Admitted jobs only: a refused job never starts.
+    assert value(samples, "sentiq_queue_wait_seconds_count") == 6
+    assert value(samples, "sentiq_forward_seconds_count") >= 1
+    assert value(samples, "sentiq_forward_passes_total") >= 1
+    info = {
+        "worker": worker.name,
+        "model": "tiny-bert-test",
+        "device": "cpu",
+        "precision": settings.worker.precision,
+    }
+    (engine,) = [
+        dict(labels)["engine"]
+        for name, labels in samples
+        if name == "sentiq_worker_model_info" and dict(labels)["worker"] == worker.name
+    ]
+    assert value(samples, "sentiq_worker_model_info", **info, engine=engine) == 1
+    assert engine.startswith("torch ")
+    # Stopped, the worker releases its port.
+    worker.stop(signal.SIGTERM)
+    with pytest.raises(OSError):
+        scrape(url)
+
+
+def test_metrics_are_off_unless_asked_for_and_a_bad_port_is_refused(
+    settings: Settings, tmp_path: Path
+) -> None:
+    env = worker_env(settings, tmp_path / "ready", SENTIQ_WORKER_METRICS_PORT="70000")
+    result = subprocess.run(
+        [sys.executable, "-m", "worker"],
+        check=False,
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "worker.metrics_port (SENTIQ_WORKER_METRICS_PORT)" in result.stderr.strip().splitlines()[-1]
+    assert WorkerSettings().metrics_port is None and WorkerSettings().metrics_host == "127.0.0.1"
+
+
+def _metrics_url(log: str) -> str:
+    match = re.search(r"metrics on (http://\S+/metrics)", log)
+    assert match, log
+    return match.group(1)
+
+
+def test_the_readme_lists_every_metric_with_its_labels() -> None:
+    readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    for metric in (*METRICS, *EXPORTER_METRICS):
+        labels = ", ".join(f"`{label}`" for label in metric.labels) or "—"
+        assert f"| `{metric.name}` |" in readme and labels in readme, metric.name

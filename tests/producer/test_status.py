@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -25,7 +28,7 @@ from sentiq.worker_info import (
     read_worker_infos,
     worker_info_key,
 )
-from tests.support.workers import running_workers
+from tests.support.workers import REPO_ROOT, running_workers
 
 
 def test_throughput_window_counts_the_last_minute_only() -> None:
@@ -51,7 +54,7 @@ def test_throughput_window_counts_the_last_minute_only() -> None:
 def test_a_worker_record_round_trips_and_expires(settings: Settings, redis_client: Redis) -> None:
     prefix = settings.queue.key_prefix
     info = WorkerInfo(
-        name="w-info", host="box", pid=42, model="tiny@1", device="cpu", dtype="float32", engine="torch 2"
+        name="w-info", host="box", pid=42, model="tiny@1", device="cpu", precision="fp32", engine="torch 2"
     )
     info.started_at = time.time() - 120
     publisher = WorkerInfoPublisher(redis_client, prefix, info, ttl_s=30)
@@ -142,3 +145,38 @@ def test_watch_redraws_a_terminal_and_appends_to_a_pipe() -> None:
         watch(views.__next__, out, 2.0, clear=clear, iterations=2, sleep=pauses.append)
         assert out.getvalue() == expected
         assert pauses == [2.0]
+
+
+def test_status_json_from_the_command_line_names_each_workers_model_and_rate(
+    settings: Settings, tmp_path: Path
+) -> None:
+    env = {key: value for key, value in os.environ.items() if not key.startswith("SENTIQ_")}
+    env |= {"SENTIQ_REDIS_URL": settings.redis.url, "SENTIQ_QUEUE_NAME": settings.queue.name}
+    env["SENTIQ_QUEUE_KEY_PREFIX"] = settings.queue.key_prefix
+    with running_workers(settings, tmp_path, 1) as (worker,), Client.from_settings(settings) as client:
+        ids = client.submit([f"Review {index}: fine." for index in range(30)])
+        client.results(ids, timeout=60)
+        result, text = run_status(env, "--json"), run_status(env)
+    assert result.returncode == 0, result.stderr
+    status = json.loads(result.stdout)
+    (queue,) = status["queues"]
+    assert queue["name"] == settings.queue.name and queue["queued"] == 0 and queue["workers"] == 1
+    (shown,) = [w for w in status["workers"] if w["name"] == worker.name]
+    assert shown["model"] == "tiny-bert-test" and shown["device"] == "cpu" and shown["precision"] == "fp32"
+    assert shown["engine"].startswith("torch ") and shown["pid"] == worker.process.pid
+    assert shown["reviews_total"] == 30 and shown["reviews_per_s"] > 0
+    assert status["store"]["stream_length"] == 30
+    assert text.returncode == 0 and worker.name in text.stdout and "tiny-bert-test" in text.stdout
+
+
+def run_status(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """``python -m producer status ARGS`` with ``env``."""
+    return subprocess.run(
+        [sys.executable, "-m", "producer", "status", *args],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
