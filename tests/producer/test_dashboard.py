@@ -20,12 +20,9 @@ from rq import Worker
 from rq.serializers import JSONSerializer
 
 from producer import Client
+from producer.dashboard import create_app
 from sentiq.settings import Settings
 from tests.support.workers import WorkerProcess, running_workers
-
-rq_dashboard = pytest.importorskip("rq_dashboard")
-
-from producer.dashboard import create_app  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
