@@ -24,7 +24,7 @@ from pathlib import Path
 from types import FrameType
 
 import sentiq
-from sentiq.errors import RedisUnavailableError, SentiqError
+from sentiq.errors import EXIT_INTERRUPTED, RedisUnavailableError, SentiqError, exit_code_for
 from sentiq.redis_connection import connect, redact_url
 from sentiq.settings import Settings, load_settings
 from stack.embedded_redis import EmbeddedRedis
@@ -123,10 +123,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run(settings, workers=args.workers, count=args.count)
     except KeyboardInterrupt:
         say("interrupted; everything the demo started is stopped")
-        return 130
+        return EXIT_INTERRUPTED
     except SentiqError as error:
         print(f"error: {error}", file=sys.stderr)
-        return 1
+        return exit_code_for(error)
 
 
 if __name__ == "__main__":

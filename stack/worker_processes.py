@@ -153,14 +153,17 @@ class WorkerProcesses:
         first = len(self.workers)
         for index in range(first, first + count):
             name = f"{self.name_prefix}-{os.getpid()}-{index}"
-            output: Output = "discard" if self.quiet else "inherit"
+            # Quiet workers write to their log file, which a failed start shows.
+            output: Output = "log" if self.quiet else "inherit"
             self.workers.append(
                 WorkerProcess(settings, self.folder, name, threads=threads, env=extra, output=output)
             )
         deadline = time.monotonic() + timeout_s
         while not all(worker.ready_file.exists() for worker in self.workers):
-            if any(worker.process.poll() is not None for worker in self.workers):
-                raise SentiqError("a worker exited while loading the model (see its log)")
+            exited = [worker for worker in self.workers if worker.process.poll() is not None]
+            if exited:
+                log = exited[0].log.strip()[-2000:] if self.quiet else "(see its output above)"
+                raise SentiqError(f"worker {exited[0].name} exited while loading the model: {log}")
             if time.monotonic() > deadline:
                 raise SentiqError(f"workers not ready after {timeout_s:g}s")
             time.sleep(0.1)
