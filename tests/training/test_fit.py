@@ -164,18 +164,20 @@ def test_evaluate_json_reproduces_the_trainers_test_numbers(
 
 
 def test_the_worker_sees_the_same_input(trained: Path, workspace: Path) -> None:
+    from training.encoding import ReviewEncoder
     from training.evaluation import load_model, predict
     from training.precision import choose_runtime
     from worker.model import SentimentModel
 
     texts = pd.read_csv(workspace / "test.csv", keep_default_na=False)["review"].tolist()
-    runtime = choose_runtime("fp32")
-    loaded = load_model(trained, runtime)
     served = SentimentModel.load(trained)
     assert served.info.model_id == read_metrics(trained)["model_id"]
-    assert [served.encode(text) for text in texts] == loaded.encoder.encode(texts)
+    # Training's preprocessing (the Trainer's encoder) and the worker's give the same token ids.
+    trained_with = ReviewEncoder(served.tokenizer, served.info.max_length, served.info.truncation)
+    assert [served.encode(text) for text in texts] == trained_with.encode(texts)
+    # evaluate scores through the worker's model: the same labels, whatever its batch size.
     labels, _ = served.predict(texts)
-    expected = predict(loaded, texts, batch_size=7, runtime=runtime)
+    expected = predict(load_model(trained, choose_runtime("fp32"), batch_size=7), texts)
     assert [("negative", "positive").index(label) for label, _ in labels] == expected
 
 
