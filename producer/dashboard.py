@@ -56,9 +56,9 @@ def create_app(settings: Settings, *, allow_delete: bool = False, url_prefix: st
     another version than the one this module was checked against.
     """
     try:
-        from rq_dashboard import web  # type: ignore[import-untyped]
-        from rq_dashboard.cli import make_flask_app  # type: ignore[import-untyped]
-        from rq_dashboard.version import VERSION  # type: ignore[import-untyped]
+        from rq_dashboard import web
+        from rq_dashboard.cli import make_flask_app
+        from rq_dashboard.version import VERSION
     except ImportError:
         raise ConfigurationError(
             f"the dashboard needs rq-dashboard: pip install 'rq-dashboard=={PINNED_RQ_DASHBOARD_VERSION}'"

@@ -6,10 +6,12 @@ A model folder is a Hugging Face sequence-classification folder:
   :data:`sentiq.contract.LABELS`, in that order (:func:`id2label`, :func:`label2id`);
 - weights (one of :data:`WEIGHT_FILES`; training writes ``model.safetensors``);
 - tokenizer files (one of :data:`TOKENIZER_FILES` at least);
-- ``metrics.json``, of which a worker reads three keys (:class:`ModelInfo`): ``model_id`` (the
-  ``model`` field of every prediction), ``max_length`` (token truncation) and ``truncation``
-  (``head`` or ``head_tail``), so that serving cuts reviews exactly as training did. Training
-  records much more there (per-epoch metrics, data, versions); nothing else is read back.
+- ``metrics.json``, of which a worker reads four keys (:class:`ModelInfo`): ``model_id`` (the
+  ``model`` field of every prediction), ``max_length`` (token truncation), ``truncation``
+  (``head`` or ``head_tail``), so that serving cuts reviews exactly as training did, and
+  ``contract_version`` (the wire contract the folder was made for; absent means 1). A worker
+  refuses a folder made for a contract it does not speak. Training records much more there
+  (per-epoch metrics, data, versions); nothing else is read back.
 
 Torch-free: reading the folder's JSON needs no model.
 """
@@ -23,7 +25,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from sentiq.contract import LABELS, Label
+from sentiq.contract import CONTRACT_VERSION, LABELS, Label
 from sentiq.errors import ModelLoadError, one_line
 from sentiq.text import TRUNCATION_MODES
 
@@ -37,6 +39,7 @@ WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_mo
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
 #: The ``metrics.json`` keys a worker reads.
 MODEL_ID_KEY, MAX_LENGTH_KEY, TRUNCATION_KEY = "model_id", "max_length", "truncation"
+CONTRACT_VERSION_KEY = "contract_version"
 
 
 def label2id() -> dict[str, int]:
@@ -61,6 +64,7 @@ class ModelInfo:
     model_id: str
     max_length: int
     truncation: str
+    contract_version: int = CONTRACT_VERSION
 
     def as_metrics(self) -> dict[str, Any]:
         """The ``metrics.json`` keys that carry this info."""
@@ -98,6 +102,12 @@ def read_model_info(folder: Path, max_length_override: int = 0) -> ModelInfo:
         )
         return ModelInfo(model_id=folder.resolve().name, max_length=max_length_override, truncation="head")
     metrics = read_json_object(metrics_file)
+    contract_version = metrics.get(CONTRACT_VERSION_KEY, CONTRACT_VERSION)
+    if contract_version != CONTRACT_VERSION:
+        raise ModelLoadError(
+            f"{metrics_file}: made for sentiq wire contract v{contract_version!r}; this worker speaks "
+            f"v{CONTRACT_VERSION}: serve it with a sentiq release that speaks that contract"
+        )
     model_id = metrics.get(MODEL_ID_KEY) or folder.resolve().name
     recorded_length = metrics.get(MAX_LENGTH_KEY)
     truncation = metrics.get(TRUNCATION_KEY) or "head"

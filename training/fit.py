@@ -18,6 +18,7 @@ from typing import Any
 from datasets import Dataset
 from transformers import DataCollatorWithPadding, Trainer, TrainingArguments, set_seed
 
+from sentiq.contract import CONTRACT_VERSION
 from sentiq.errors import ConfigurationError
 from sentiq.model_folder import label2id
 from sentiq.settings import BUNDLED_BASE_MODEL, Precision, TrainSettings
@@ -272,6 +273,7 @@ def build_metrics(
     )
     return {
         "model_id": model_id,
+        "contract_version": CONTRACT_VERSION,
         "created_at": finished.isoformat(timespec="seconds"),
         "max_length": settings.max_length,
         "truncation": settings.truncation,

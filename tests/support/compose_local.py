@@ -190,6 +190,10 @@ class LocalStack:
         environ |= {
             key: self.localize(value) for key, value in as_mapping(service.get("environment")).items()
         }
+        if "SENTIQ_WORKER_METRICS_PORT" in environ:
+            # In a container the port is the container's own; on this machine any free one will do.
+            environ["SENTIQ_WORKER_METRICS_PORT"] = "0"
+            environ["SENTIQ_WORKER_METRICS_HOST"] = "127.0.0.1"
         return environ
 
 

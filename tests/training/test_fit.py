@@ -25,6 +25,7 @@ MODEL_FILES = {
 METRICS_KEYS = {
     "model_id",
     "architecture",
+    "contract_version",
     "created_at",
     "max_length",
     "truncation",
