@@ -2,24 +2,48 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from sentiq.errors import ConfigurationError
+from sentiq.settings import Precision
 
-#: ``quick``: a first model in about 3.5 minutes on a 2-core CPU from ``--base-model bundled``
-#: with the shipped sample (all 2,700 reviews left after the validation split; 128 tokens; one
-#: epoch). With only ~85 optimiser steps the notebook's 2e-5 barely moves the model: on the
-#: sample's validation split, 5e-5 / 1e-4 / 2e-4 reached 0.75 / 0.82 / 0.84 accuracy from 2,000
-#: reviews, and 0.87 on 2,700 at 2e-4.
+#: ``quick``: a first model in a few minutes on a 2-core CPU from ``--base-model bundled`` with the
+#: shipped sample (all 2,700 reviews left after the validation split; 128 tokens; one epoch).
+#: With only ~85 optimiser steps the notebook's 2e-5 barely moves the model: on the sample's
+#: validation split, 5e-5 / 1e-4 / 2e-4 reached 0.75 / 0.82 / 0.84 accuracy from 2,000 reviews,
+#: and 0.87 on 2,700 at 2e-4. Head+tail truncation (a quarter of the 128 tokens from the start,
+#: the rest from the end) scored 0.8645 on 2,000 IMDB test reviews against 0.8325 for head-only
+#: (both bf16; fp32 head-only 0.8335).
 PRESETS: dict[str, dict[str, Any]] = {
     "quick": {
         "max_train_samples": 2700,
         "max_eval_samples": 300,
         "max_length": 128,
+        "truncation": "head_tail",
         "epochs": 1.0,
         "learning_rate": 2e-4,
     },
 }
+
+
+def bf16_on_fast_cpus() -> Precision:
+    """bf16 autocast on a CPU with native bf16 (AMX or AVX512-BF16), else ``auto``.
+
+    The quick preset on such a CPU trained in 204 s with bf16 against 424 s in fp32, at the same
+    accuracy (0.8325 / 0.8335 on 2,000 IMDB test reviews); elsewhere bf16 is emulated and slower.
+    """
+    import torch
+
+    from worker.device import cpu_has_fast_bf16
+
+    if torch.cuda.is_available():
+        return "auto"
+    return "bf16" if cpu_has_fast_bf16() else "auto"
+
+
+#: Preset values that depend on the machine, resolved when the preset is applied.
+MACHINE_DEPENDENT: dict[str, dict[str, Callable[[], Any]]] = {"quick": {"precision": bf16_on_fast_cpus}}
 
 
 def apply_preset(name: str | None, flags: dict[str, Any]) -> dict[str, Any]:
@@ -29,4 +53,5 @@ def apply_preset(name: str | None, flags: dict[str, Any]) -> dict[str, Any]:
     if name not in PRESETS:
         raise ConfigurationError(f"unknown preset {name!r}; known: {', '.join(PRESETS)}")
     given = {key: value for key, value in flags.items() if value is not None}
-    return {**PRESETS[name], **given}
+    resolved = {key: resolve() for key, resolve in MACHINE_DEPENDENT.get(name, {}).items()}
+    return {**PRESETS[name], **resolved, **given}

@@ -28,3 +28,15 @@ def test_unknown_preset() -> None:
 def test_presets_are_valid_train_settings() -> None:
     for values in PRESETS.values():
         TrainSettings(**values)
+
+
+def test_quick_preset_uses_bf16_where_the_cpu_runs_it_natively(monkeypatch: pytest.MonkeyPatch) -> None:
+    import worker.device
+
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    monkeypatch.setattr(worker.device, "cpu_has_fast_bf16", lambda: True)
+    assert apply_preset("quick", {})["precision"] == "bf16"
+    monkeypatch.setattr(worker.device, "cpu_has_fast_bf16", lambda: False)
+    assert apply_preset("quick", {})["precision"] == "auto"
+    assert apply_preset("quick", {"precision": "fp32"})["precision"] == "fp32"
+    assert apply_preset("quick", {})["truncation"] == "head_tail"
