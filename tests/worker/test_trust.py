@@ -35,16 +35,6 @@ from worker.worker import SentiqWorker
 MARKER_MODULE = "sentiq_foreign_marker"
 
 
-@pytest.fixture(scope="module")
-def tiny_model(tiny_model_dir: Path) -> SentimentModel:
-    return SentimentModel.load(tiny_model_dir, max_batch_size=64)
-
-
-@pytest.fixture
-def queue(settings: Settings, redis_client: Redis) -> Queue:
-    return Queue(settings.queue.name, connection=redis_client, serializer=JSONSerializer)
-
-
 @pytest.fixture
 def store(settings: Settings, redis_client: Redis) -> ResultStore:
     return ResultStore(redis_client, settings.queue.key_prefix, 600, 10_000)

@@ -21,16 +21,6 @@ from worker.processing import Classifier
 from worker.worker import SentiqWorker
 
 
-@pytest.fixture(scope="module")
-def tiny_model(tiny_model_dir: Path) -> SentimentModel:
-    return SentimentModel.load(tiny_model_dir, max_batch_size=64)
-
-
-@pytest.fixture
-def queue(settings: Settings, redis_client: Redis) -> Queue:
-    return Queue(settings.queue.name, connection=redis_client, serializer=JSONSerializer)
-
-
 @pytest.fixture
 def worker(settings: Settings, redis_client: Redis, tiny_model: SentimentModel, queue: Queue) -> SentiqWorker:
     store = ResultStore(redis_client, settings.queue.key_prefix, 60, 1000)
