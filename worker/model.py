@@ -169,12 +169,18 @@ class SentimentModel:
 
     def encode(self, text: str) -> list[int]:
         """Token ids of one review, cleaned and truncated as in training, with special tokens."""
-        # Tokenized whole on purpose (verbose=False silences the length warning): truncation
-        # happens below, head-only or head+tail, exactly as in training.
-        ids = self.tokenizer(clean_review(text), add_special_tokens=False, truncation=False, verbose=False)[
-            "input_ids"
-        ]
-        return frame_token_ids(ids, self._frame, self.info.max_length, self.info.truncation)
+        return self.encode_all([text])[0]
+
+    def encode_all(self, texts: Sequence[str]) -> list[list[int]]:
+        """:meth:`encode` for many reviews with one call into the (Rust) tokenizer.
+
+        Tokenized whole on purpose (verbose=False silences the length warning): truncation
+        happens per review, head-only or head+tail, exactly as in training. One batched call
+        instead of one per review was the largest cost of the queue path (issue 9's profile).
+        """
+        cleaned = [clean_review(text) for text in texts]
+        ids = self.tokenizer(cleaned, add_special_tokens=False, truncation=False, verbose=False)["input_ids"]
+        return [frame_token_ids(row, self._frame, self.info.max_length, self.info.truncation) for row in ids]
 
     def plan_batches(self, lengths: Sequence[int]) -> list[list[int]]:
         """Group row indices into forward passes: longest first, so each pass pads little.
@@ -208,7 +214,7 @@ class SentimentModel:
         if not texts:
             return [], stats
         started = time.perf_counter()
-        encoded = [self.encode(text) for text in texts]
+        encoded = self.encode_all(texts)
         lengths = [len(ids) for ids in encoded]
         results: list[tuple[Label, float] | None] = [None] * len(texts)
         with torch.inference_mode():
