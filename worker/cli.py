@@ -252,17 +252,22 @@ def _serve(
 ) -> int:
     # torch comes in with these (seconds): only once every cheap check above has passed.
     from worker.assembly import build_classifier
-    from worker.worker import SentiqWorker, touch_ready_file
+    from worker.worker import SentiqWorker, touch_ready_file, until_redis_answers
 
     classifier = build_classifier(settings, connection)
     queue = Queue(settings.queue.name, connection=connection, serializer=JSONSerializer)
-    worker = SentiqWorker(
-        [queue],
-        classifier=classifier,
-        settings=settings.worker,
-        queue_settings=settings.queue,
-        metrics=metrics,
-        name=name,
+    # RQ's constructor asks Redis for this client's address: a Redis lost while the model loaded is
+    # waited for here as everywhere else in a worker's life.
+    worker = until_redis_answers(
+        "create the worker",
+        lambda: SentiqWorker(
+            [queue],
+            classifier=classifier,
+            settings=settings.worker,
+            queue_settings=settings.queue,
+            metrics=metrics,
+            name=name,
+        ),
     )
     touch_ready_file(settings.worker.ready_file)
     try:

@@ -555,17 +555,23 @@ class SentiqWorker(SimpleWorker):
 
     def _until_redis_answers(self, step: str, action: Callable[[], _T]) -> _T:
         """Run ``action``, retrying with capped backoff for as long as Redis is unavailable."""
-        delay = 0.5
-        while True:
-            try:
-                return action()
-            except TRANSIENT_REDIS_ERRORS as error:
-                self.metrics.redis_reconnect(step)
-                log.warning(
-                    "Redis unavailable while trying to %s (%s); retrying in %.1fs", step, error, delay
-                )
-                time.sleep(delay)
-                delay = min(delay * 2, REDIS_BACKOFF_CAP_S)
+        return until_redis_answers(step, action, on_retry=lambda: self.metrics.redis_reconnect(step))
+
+
+def until_redis_answers(
+    step: str, action: Callable[[], _T], on_retry: Callable[[], None] | None = None
+) -> _T:
+    """Run ``action``, retrying with capped backoff (0.5 s doubling to 5 s) while Redis is away."""
+    delay = 0.5
+    while True:
+        try:
+            return action()
+        except TRANSIENT_REDIS_ERRORS as error:
+            if on_retry is not None:
+                on_retry()
+            log.warning("Redis unavailable while trying to %s (%s); retrying in %.1fs", step, error, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, REDIS_BACKOFF_CAP_S)
 
 
 def _exc_info() -> ExcInfo:
