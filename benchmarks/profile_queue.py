@@ -44,7 +44,7 @@ WORKER_STEPS: tuple[tuple[str, str, str], ...] = (
     ("start each job: RQ bookkeeping + payload check (pydantic)", "worker/worker.py", "_start"),
     ("  of which payload decode (JobPayload, pydantic)", "sentiq/contract.py", "decode"),
     ("classify (everything between start and publish)", "worker/processing.py", "classify"),
-    ("  tokenization: clean + tokenize each review + truncate", "worker/model.py", "encode"),
+    ("  tokenization: clean + one batched tokenizer call + truncate", "worker/model.py", "encode_all"),
     ("  padding in Python (tokenizer.pad)", "transformers/tokenization_utils_base.py", "pad"),
     ("  forward pass", "torch/nn/modules/module.py", "_wrapped_call_impl"),
     ("publish results (SET + XADD, publish_once)", "sentiq/result_store.py", "publish_once"),
