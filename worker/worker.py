@@ -588,24 +588,34 @@ def _reason(exc_string: str) -> str:
 
 def _review_count(job: Job) -> int:
     """How many reviews a job carries, without trusting it (0 when it does not decode)."""
-    return len(_review_ids(job))
+    return len(_job_reviews(job))
 
 
 def _review_ids(job: Job) -> list[tuple[int, object]]:
     """(index, id) of each review a job carries, without trusting it (empty when it does not decode)."""
-    try:
-        args = job.args
-    except Exception:
-        return []
-    return _review_ids_of_arguments(args)
+    return _ids_of(_job_reviews(job))
 
 
 def _review_ids_of_arguments(args: object) -> list[tuple[int, object]]:
     """(index, id) of each review in a job's positional arguments, whatever their shape."""
+    return _ids_of(_reviews_of_arguments(args))
+
+
+def _job_reviews(job: Job) -> list[Any]:
+    try:
+        args = job.args
+    except Exception:
+        return []
+    return _reviews_of_arguments(args)
+
+
+def _reviews_of_arguments(args: object) -> list[Any]:
     first = args[0] if isinstance(args, (list, tuple)) and args else None
     reviews = first.get("reviews") if isinstance(first, dict) else None
-    if not isinstance(reviews, list):
-        return []
+    return reviews if isinstance(reviews, list) else []
+
+
+def _ids_of(reviews: list[Any]) -> list[tuple[int, object]]:
     return [
         (index, review.get("id") if isinstance(review, dict) else None)
         for index, review in enumerate(reviews)
