@@ -13,7 +13,6 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 _LINE_BREAKS = re.compile(r"<\s*br\s*/?\s*>", re.IGNORECASE)
-_WHITESPACE = re.compile(r"\s+")
 
 TRUNCATION_MODES = ("head", "head_tail")
 #: Share of the token budget kept from the start of a long review in ``head_tail`` mode. Sun et
@@ -24,21 +23,29 @@ HEAD_SHARE = 0.25
 
 def clean_review(text: str) -> str:
     """The review with IMDB's HTML line breaks (``<br />``) turned into spaces and whitespace folded."""
-    return _WHITESPACE.sub(" ", _LINE_BREAKS.sub(" ", text)).strip()
+    if "<" in text:
+        text = _LINE_BREAKS.sub(" ", text)
+    # str.split() splits at exactly what the regex \s matches (str.isspace), at a third of the cost.
+    return " ".join(text.split())
+
+
+def kept_head_tail(budget: int, mode: str = "head") -> tuple[int, int]:
+    """How many tokens a review longer than ``budget`` keeps from its start and from its end."""
+    if mode not in TRUNCATION_MODES:
+        raise ValueError(f"unknown truncation {mode!r}: use one of {', '.join(TRUNCATION_MODES)}")
+    if budget <= 0:
+        return 0, 0
+    if mode == "head":
+        return budget, 0
+    head = max(1, int(budget * HEAD_SHARE))
+    return head, budget - head
 
 
 def truncate_token_ids(ids: list[int], budget: int, mode: str = "head") -> list[int]:
     """At most ``budget`` ids: the first ones (``head``), or the first and last (``head_tail``)."""
-    if mode not in TRUNCATION_MODES:
-        raise ValueError(f"unknown truncation {mode!r}: use one of {', '.join(TRUNCATION_MODES)}")
-    if budget <= 0:
-        return []
+    head, tail = kept_head_tail(budget, mode)
     if len(ids) <= budget:
-        return ids
-    if mode == "head":
-        return ids[:budget]
-    head = max(1, int(budget * HEAD_SHARE))
-    tail = budget - head
+        return ids if budget > 0 else []
     return ids[:head] + (ids[-tail:] if tail else [])
 
 

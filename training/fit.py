@@ -31,7 +31,7 @@ from training.data import (
     split_validation,
     subsample,
 )
-from training.encoding import ReviewEncoder
+from training.encoding import encode_dataset, review_encoder
 from training.history import LogAtEpochEnd, best_row, epoch_history, loss_log, strip_prefix
 from training.output_folder import ExistingModel, derive_model_id, publish, scratch, should_train
 from training.precision import Runtime, choose_runtime, git_commit, package_versions
@@ -106,10 +106,12 @@ def train(
         raise ConfigurationError(
             f"--max-length {settings.max_length} exceeds the base model's limit of {limit} tokens"
         )
-    encoder = ReviewEncoder(tokenizer, settings.max_length, settings.truncation)
-    train_set = encoder.encode_dataset(data.train, "Tokenizing training reviews")
-    validation_set = encoder.encode_dataset(data.validation, "Tokenizing validation reviews")
-    test_set = encoder.encode_dataset(data.test, "Tokenizing test reviews") if data.test is not None else None
+    encoder = review_encoder(tokenizer, settings.max_length, settings.truncation)
+    train_set = encode_dataset(encoder, data.train, "Tokenizing training reviews")
+    validation_set = encode_dataset(encoder, data.validation, "Tokenizing validation reviews")
+    test_set = (
+        encode_dataset(encoder, data.test, "Tokenizing test reviews") if data.test is not None else None
+    )
 
     with scratch(folder, "checkpoints") as checkpoints, scratch(folder, "staging") as staging:
         trainer = build_trainer(

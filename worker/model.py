@@ -21,8 +21,8 @@ from sentiq.model_folder import (
     check_tokenizer_files,
     read_model_info,
 )
-from sentiq.text import clean_review, frame_token_ids, special_token_frame
 from worker.device import ServedPrecision
+from worker.encoding import ReviewEncoder
 
 log = logging.getLogger(__name__)
 
@@ -93,16 +93,10 @@ class SentimentModel:
         self.max_batch_size = max_batch_size
         self.max_batch_tokens = max_batch_tokens
         try:
-            self._frame = special_token_frame(tokenizer)
+            self.encoder = ReviewEncoder(tokenizer, info.max_length, info.truncation)
         except ValueError as error:
             raise ModelLoadError(str(error)) from error
         config = cast(Any, model).config
-        frame_length = len(self._frame[0]) + len(self._frame[1])
-        if info.max_length <= frame_length:
-            raise ModelLoadError(
-                f"max length {info.max_length} leaves no room for text between the "
-                f"{frame_length} special tokens"
-            )
         positions = getattr(config, "max_position_embeddings", None)
         if isinstance(positions, int) and info.max_length > positions:
             raise ModelLoadError(
@@ -172,15 +166,8 @@ class SentimentModel:
         return self.encode_all([text])[0]
 
     def encode_all(self, texts: Sequence[str]) -> list[list[int]]:
-        """:meth:`encode` for many reviews with one call into the (Rust) tokenizer.
-
-        Tokenized whole on purpose (verbose=False silences the length warning): truncation
-        happens per review, head-only or head+tail, exactly as in training. One batched call
-        instead of one per review was the largest cost of the queue path (issue 9's profile).
-        """
-        cleaned = [clean_review(text) for text in texts]
-        ids = self.tokenizer(cleaned, add_special_tokens=False, truncation=False, verbose=False)["input_ids"]
-        return [frame_token_ids(row, self._frame, self.info.max_length, self.info.truncation) for row in ids]
+        """:meth:`encode` for many reviews, one batched tokenizer call (see :mod:`worker.encoding`)."""
+        return self.encoder.encode(texts)
 
     def plan_batches(self, lengths: Sequence[int]) -> list[list[int]]:
         """Group row indices into forward passes: longest first, so each pass pads little.

@@ -10,7 +10,7 @@ from datasets import Dataset
 
 from sentiq.errors import ConfigurationError
 from training.data import FEATURES
-from training.encoding import ReviewEncoder
+from training.encoding import ReviewEncoder, encode_dataset, review_encoder
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +54,7 @@ def test_short_reviews_are_not_padded(tokenizer: Any) -> None:
 
 def test_encode_dataset_leaves_ids_lengths_and_labels(tokenizer: Any) -> None:
     dataset = Dataset.from_dict({"text": ["fine", LONG], "label": [1, 0]}, features=FEATURES)
-    encoded = ReviewEncoder(tokenizer, 16, "head").encode_dataset(dataset, "test")
+    encoded = encode_dataset(ReviewEncoder(tokenizer, 16, "head"), dataset, "test")
     assert set(encoded.column_names) == {"labels", "input_ids", "length"}
     assert encoded["labels"] == [1, 0]
     assert encoded["length"] == [len(ids) for ids in encoded["input_ids"]]
@@ -63,4 +63,4 @@ def test_encode_dataset_leaves_ids_lengths_and_labels(tokenizer: Any) -> None:
 
 def test_max_length_must_leave_room_for_text(tokenizer: Any) -> None:
     with pytest.raises(ConfigurationError, match="leaves no room for text"):
-        ReviewEncoder(tokenizer, 2, "head")
+        review_encoder(tokenizer, 2, "head")

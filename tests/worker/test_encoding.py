@@ -1,0 +1,164 @@
+"""worker.encoding: tokenizing only the kept ends of a long review gives exactly the whole-review ids."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
+
+from sentiq.text import clean_review, frame_token_ids, special_token_frame
+from worker.encoding import CHARS_PER_TOKEN, ReviewEncoder, cuts_at_spaces_safely
+
+SAMPLE = Path(__file__).resolve().parents[2] / "sentiq" / "data" / "imdb_test_sample.csv.gz"
+
+
+def reference_ids(tokenizer: Any, text: str, max_length: int, truncation: str) -> list[int]:
+    """The definition: the whole cleaned review tokenized, then cut and framed."""
+    ids = tokenizer(clean_review(text), add_special_tokens=False, verbose=False)["input_ids"]
+    return frame_token_ids(ids, special_token_frame(tokenizer), max_length, truncation)
+
+
+@pytest.fixture(scope="module")
+def tiny_tokenizer(tiny_model_dir: Path) -> Any:
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(tiny_model_dir))
+
+
+@pytest.fixture(scope="module")
+def minilm_tokenizer() -> Any:
+    from transformers import AutoTokenizer
+
+    from training.base_model import bundled_model_path
+
+    return AutoTokenizer.from_pretrained(str(bundled_model_path()))
+
+
+@pytest.fixture(scope="module")
+def imdb_reviews() -> list[str]:
+    with gzip.open(SAMPLE, "rt", encoding="utf-8") as handle:
+        return list(pd.read_csv(handle, keep_default_na=False)["review"])
+
+
+@pytest.fixture(params=["tiny_tokenizer", "minilm_tokenizer"])
+def tokenizer(request: pytest.FixtureRequest) -> Any:
+    return request.getfixturevalue(request.param)
+
+
+def test_bert_tokenizers_take_the_fast_path(tokenizer: Any) -> None:
+    # Otherwise every other test here would compare the whole-review path with itself.
+    assert cuts_at_spaces_safely(tokenizer)
+    assert ReviewEncoder(tokenizer, 32, "head_tail").cuts_ends
+
+
+@pytest.mark.parametrize("max_length", [3, 4, 16, 32, 128, 300])
+@pytest.mark.parametrize("truncation", ["head", "head_tail"])
+def test_real_reviews_encode_exactly_as_whole_reviews(
+    tokenizer: Any, imdb_reviews: list[str], max_length: int, truncation: str
+) -> None:
+    encoder = ReviewEncoder(tokenizer, max_length, truncation)
+    assert encoder.encode(imdb_reviews) == [
+        reference_ids(tokenizer, text, max_length, truncation) for text in imdb_reviews
+    ]
+
+
+def test_only_the_ends_of_a_long_review_are_tokenized(tiny_tokenizer: Any, imdb_reviews: list[str]) -> None:
+    seen: list[int] = []
+
+    class Recording:
+        def __init__(self, inner: Any) -> None:
+            self.inner = inner
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.inner, name)
+
+        def __call__(self, texts: Any, **kwargs: Any) -> Any:
+            seen.extend(len(text) for text in texts)
+            return self.inner(texts, **kwargs)
+
+    encoder = ReviewEncoder(tiny_tokenizer, 32, "head_tail")
+    encoder.tokenizer = Recording(tiny_tokenizer)
+    longest = max(imdb_reviews, key=len)
+    encoder.encode([longest])
+    assert len(longest) > 4_000
+    assert sum(seen) <= 32 * CHARS_PER_TOKEN * 2
+
+
+@pytest.mark.parametrize("truncation", ["head", "head_tail"])
+def test_pieces_short_of_tokens_fall_back_to_the_whole_review(tiny_tokenizer: Any, truncation: str) -> None:
+    encoder = ReviewEncoder(tiny_tokenizer, 16, truncation)
+    texts = [
+        # One huge "word" at each end: the cut pieces hold too few tokens.
+        "x" * 500 + " good " * 40 + "y" * 500,
+        # No space anywhere: nothing can be cut.
+        "bad" * 400,
+        # Punctuation splits tokens without spaces: many tokens in few characters.
+        "!?" * 300 + " fine " + ".," * 300,
+    ]
+    assert encoder.encode(texts) == [reference_ids(tiny_tokenizer, text, 16, truncation) for text in texts]
+
+
+_WORDS = st.sampled_from(
+    [
+        "good",
+        "bad",
+        "film",
+        "unbelievably",
+        "naïve",
+        "Ünïcödé",
+        "[SEP]",
+        "[CLS]",
+        "日本語",
+        "x" * 120,
+        "a-b",
+        "...",
+    ]
+)
+_TEXTS = st.lists(
+    st.one_of(_WORDS, st.text(min_size=1, max_size=12)),
+    min_size=0,
+    max_size=120,
+).flatmap(
+    lambda words: st.lists(
+        st.sampled_from([" ", "  ", "\n", "\t", "<br />", " <br /><br /> ", "\u00a0", ""]),
+        min_size=len(words),
+        max_size=len(words),
+    ).map(lambda gaps: "".join(word + gap for word, gap in zip(words, gaps, strict=True)))
+)
+
+
+@hypothesis_settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    texts=st.lists(_TEXTS, min_size=1, max_size=6),
+    max_length=st.integers(min_value=3, max_value=40),
+    truncation=st.sampled_from(["head", "head_tail"]),
+)
+def test_any_text_encodes_exactly_as_the_whole_review(
+    minilm_tokenizer: Any, texts: list[str], max_length: int, truncation: str
+) -> None:
+    encoder = ReviewEncoder(minilm_tokenizer, max_length, truncation)
+    assert encoder.encode(texts) == [
+        reference_ids(minilm_tokenizer, t, max_length, truncation) for t in texts
+    ]
+
+
+def test_tokenizers_that_do_not_split_at_spaces_tokenize_whole_reviews(tiny_tokenizer: Any) -> None:
+    from tokenizers import pre_tokenizers
+
+    backend = tiny_tokenizer.backend_tokenizer
+    original = backend.pre_tokenizer
+    try:
+        backend.pre_tokenizer = pre_tokenizers.Metaspace()
+        assert not cuts_at_spaces_safely(tiny_tokenizer)
+        assert not ReviewEncoder(tiny_tokenizer, 16, "head").cuts_ends
+    finally:
+        backend.pre_tokenizer = original
+    assert cuts_at_spaces_safely(tiny_tokenizer)
