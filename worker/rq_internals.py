@@ -21,7 +21,7 @@ import json
 import time
 import zlib
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from redis import Redis
 from redis.client import Pipeline
@@ -82,6 +82,8 @@ class SentiqJob(Job):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.foreign_names = []
+        # The compressed data as read from Redis, and the bytes it decompressed to.
+        self._stored_data: tuple[bytes, bytes] | None = None
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -135,6 +137,8 @@ class SentiqJob(Job):
             raise UnreadableJobError(
                 self.id, f"the job hash does not parse: {type(error).__name__}: {detail}"
             ) from error
+        stored = raw_data.get(b"data") or cast("Mapping[Any, bytes]", raw_data).get("data")
+        self._stored_data = (stored, self._data) if isinstance(stored, bytes) else None
         self.foreign_names = [
             name
             for name, value in (
@@ -150,6 +154,26 @@ class SentiqJob(Job):
         # Repeats would make RQ enqueue the job again and again after each success.
         self.repeats_left = None
         return result
+
+    # -- writing -----------------------------------------------------------------------------
+
+    def to_dict(self, include_meta: bool = True, include_result: bool = True) -> dict[str, Any]:
+        """RQ's fields, with the job's data written back as it was read rather than recompressed.
+
+        RQ recompresses all of a job's reviews at every status change (started, finished, failed):
+        about 0.05 ms per review, a third of the queue path. A job's data never changes after it
+        is enqueued, so the bytes read from Redis are written back as they were.
+        """
+        stored = self._stored_data
+        if stored is None or self._data is not stored[1]:
+            return super().to_dict(include_meta, include_result)
+        self._data = b""
+        try:
+            fields = super().to_dict(include_meta, include_result)
+        finally:
+            self._data = stored[1]
+        fields["data"] = stored[0]
+        return fields
 
     # -- what a job names --------------------------------------------------------------------
 

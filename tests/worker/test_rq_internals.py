@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import inspect
 import time
+import zlib
 
+import pytest
 import rq
+import rq.utils
 from redis import Redis
 from rq import Queue, SimpleWorker
 from rq.intermediate_queue import IntermediateQueue
@@ -113,3 +116,40 @@ def test_sentiq_job_never_resolves_callbacks_or_functions(redis_client: Redis) -
     job._failure_callback_name = "os.abort"
     assert job.failure_callback is None and job.success_callback is None and job.stopped_callback is None
     assert SimpleWorker.job_class is not SentiqJob  # the plain worker is untouched; only sentiq's is safe
+
+
+def test_rq_recompresses_job_data_in_to_dict() -> None:
+    # Why SentiqJob.to_dict writes the stored bytes back: RQ compresses self.data on every save.
+    source = inspect.getsource(Job.to_dict)
+    assert "'data': zlib.compress(self.data)" in source
+    assert "mapping = self.to_dict(" in inspect.getsource(Job.save)
+
+
+def test_a_fetched_job_is_saved_with_its_data_bytes_unchanged_and_not_recompressed(
+    redis_client: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    name = f"pin-{time.time_ns()}"
+    queue = Queue(name, connection=redis_client, serializer=JSONSerializer)
+    reviews = [{"id": f"r{i}", "text": f"review number {i} " * 40} for i in range(300)]
+    job = queue.enqueue(CLASSIFY_TASK, {"v": 1, "reviews": reviews})
+    try:
+        stored = redis_client.hget(job.key, "data")
+        fetched = SentiqJob.fetch(job.id, connection=redis_client, serializer=JSONSerializer)
+        assert fetched.args[0]["reviews"] == reviews
+        compressed: list[int] = []
+        real_compress = zlib.compress
+        monkeypatch.setattr(
+            zlib, "compress", lambda data, *a: compressed.append(len(data)) or real_compress(data, *a)
+        )
+        fetched.started_at = rq.utils.now()
+        fetched.save()
+        assert redis_client.hget(job.key, "data") == stored
+        assert max(compressed, default=0) < 1000  # meta and the like; never the reviews
+        # A job whose data was changed after reading is written with the new data.
+        fetched.data = JSONSerializer.dumps((CLASSIFY_TASK, None, ({"v": 1, "reviews": reviews[:1]},), {}))
+        fetched.save()
+        again = SentiqJob.fetch(job.id, connection=redis_client, serializer=JSONSerializer)
+        assert again.args[0]["reviews"] == reviews[:1]
+    finally:
+        redis_client.delete(job.key, queue.key)
+        redis_client.srem("rq:queues", queue.key)
