@@ -181,6 +181,12 @@ class WorkerSettings(BaseModel):
     max_wait_ms: int = Field(
         default=5, ge=0, description="How long to keep gathering queued jobs into one batch."
     )
+    max_gather_tokens: int = Field(
+        default=65_536,
+        gt=0,
+        description="Most tokens taken from the queue for one batch of forward passes, counting max "
+        "length per review (218 reviews of 300 tokens); a first job larger than that is taken whole.",
+    )
     max_length: int = Field(default=0, ge=0, description="Token truncation; 0 takes the model's own.")
     heartbeat_ttl_s: int = Field(
         default=30, ge=5, description="A dead worker's jobs are retried this long after its last heartbeat."
@@ -227,14 +233,14 @@ class ProducerSettings(BaseModel):
     """How the client packs and waits."""
 
     reviews_per_job: int = Field(
-        default=32,
+        default=256,
         gt=0,
         le=MAX_REVIEWS_PER_JOB,
         description="Most reviews packed into one job (workers refuse jobs of more than 1000).",
     )
     result_timeout_s: float = Field(default=60.0, gt=0, description="Default wait for results.")
     max_queue_depth: int = Field(
-        default=10_000,
+        default=2_000,
         ge=0,
         description="Most jobs waiting in the queue: at the limit submit waits for room; 0 = unbounded.",
     )

@@ -9,9 +9,9 @@ executed and makes every path RQ takes safe:
   gathering, registry clean-up, abandoned jobs, retries, failure handling) imports or calls what a
   job names or fetches a URL it names; a job must name :data:`CLASSIFY_TASK`, carry a JSON payload
   and no callbacks, or it is refused without running anything;
-- when the queue holds more jobs, it takes several at once (up to ``max_batch_size`` reviews, for
-  at most ``max_wait_ms``) and classifies their reviews in shared forward passes; a lone job is
-  never held back waiting for company;
+- when the queue holds more jobs, it takes several at once (up to ``max_gather_tokens`` at the
+  model's max length per review, for at most ``max_wait_ms``) and classifies their reviews in
+  shared forward passes; a lone job is never held back waiting for company;
 - job heartbeats run on a background thread, so a long forward pass never looks like a dead worker;
 - every review gets an answer: a label, or an error result when its job is refused, fails for the
   last time, or is abandoned with no retries left; a job's results are published once, however
@@ -117,6 +117,9 @@ class SentiqWorker(SimpleWorker):
         super().__init__([safe_queue(queue) for queue in queues], **kwargs)
         self.classifier = classifier
         self.settings = settings
+        self._heartbeats = HeartbeatThread(max(1.0, settings.heartbeat_ttl_s / 3))
+        #: Most reviews one gathering takes: the token limit at the model's max length per review.
+        self.gather_reviews = max(1, settings.max_gather_tokens // classifier.model.info.max_length)
         self.queue_settings = queue_settings or QueueSettings()
         # Always recorded (a few microseconds a batch); served only when the CLI asks for it.
         self.metrics = metrics or WorkerMetrics()
@@ -197,6 +200,7 @@ class SentiqWorker(SimpleWorker):
 
     def teardown(self) -> None:
         """Remove the ready file and sentiq's worker record before RQ unregisters the worker."""
+        self._heartbeats.stop()
         if self.settings.ready_file is not None:
             self.settings.ready_file.unlink(missing_ok=True)
         try:
@@ -300,12 +304,12 @@ class SentiqWorker(SimpleWorker):
         )
 
     def _gather_more(self, first: Job, queue: Queue) -> list[tuple[Job, Queue]]:
-        """Jobs already waiting in the queues, up to the batch size and the max wait."""
+        """Jobs already waiting in the queues, up to the gathering's review limit and the max wait."""
         gathered: list[tuple[Job, Queue]] = [(first, queue)]
         self._queue_ran_dry = False
         reviews = _review_count(first)
         deadline = time.monotonic() + self.settings.max_wait_ms / 1000
-        while reviews < self.settings.max_batch_size and time.monotonic() < deadline:
+        while reviews < self.gather_reviews and time.monotonic() < deadline:
             try:
                 more = self.queue_class.dequeue_any(
                     self._ordered_queues,
@@ -360,8 +364,7 @@ class SentiqWorker(SimpleWorker):
             return
 
         started = time.perf_counter()
-        beat_interval = max(1.0, self.settings.heartbeat_ttl_s / 3)
-        with HeartbeatThread(lambda: self._beat(admitted), beat_interval):
+        with self._heartbeats.beating(lambda: self._beat(admitted)):
             try:
                 outcomes, stats = self.classifier.classify([(item.job.id, item.payload) for item in admitted])
             except Exception:

@@ -414,10 +414,47 @@ def test_heartbeat_thread_beats_on_and_survives_failures() -> None:
         if len(calls) == 2:
             raise ConnectionError("Redis away")
 
-    with HeartbeatThread(beat, interval_s=0.05) as thread:
-        time.sleep(0.4)
-    assert len(calls) >= 4
-    assert thread.beats == len(calls) - 1
+    thread = HeartbeatThread(interval_s=0.05)
+    try:
+        with thread.beating(beat):
+            time.sleep(0.4)
+        assert len(calls) >= 4
+        assert thread.beats == len(calls) - 1
+        # Between batches nothing is beaten; the next batch is, by the same thread.
+        between = len(calls)
+        time.sleep(0.2)
+        assert len(calls) == between
+        later: list[float] = []
+        with thread.beating(lambda: later.append(time.monotonic())):
+            time.sleep(0.2)
+        assert later and len(calls) == between
+    finally:
+        thread.stop()
+
+
+def test_no_beat_of_a_batch_runs_after_its_block_ends() -> None:
+    running = threading.Event()
+    release = threading.Event()
+    ended: list[str] = []
+
+    def slow_beat() -> None:
+        running.set()
+        release.wait(5)
+        ended.append("beat")
+
+    thread = HeartbeatThread(interval_s=0.01)
+    try:
+        with thread.beating(slow_beat):
+            assert running.wait(5)
+            threading.Timer(0.2, release.set).start()
+        # Leaving the block waited for the beat in flight: it ended before the batch is finalized.
+        ended.append("block")
+        assert ended[:2] == ["beat", "block"]
+        count = len(ended)
+        time.sleep(0.1)
+        assert len(ended) == count
+    finally:
+        thread.stop()
 
 
 def test_a_job_dequeued_by_a_worker_that_died_before_starting_it_is_requeued_at_the_front(

@@ -68,10 +68,20 @@ def test_queued_jobs_are_classified_together(
         assert job.return_value() == {"reviews": 3, "errors": 0, "error_ids": []}
 
 
-def test_batch_size_bounds_how_many_jobs_are_gathered(
+def test_the_gather_token_limit_bounds_how_many_jobs_are_gathered(
     worker: SentiqWorker, queue: Queue, caplog: pytest.LogCaptureFixture
 ) -> None:
-    worker.settings = worker.settings.model_copy(update={"max_batch_size": 4})
+    max_length = worker.classifier.model.info.max_length
+    # Four reviews' worth of tokens at the model's max length, a little more does not make five.
+    limited = worker.settings.model_copy(update={"max_gather_tokens": 5 * max_length - 1})
+    worker = SentiqWorker(
+        worker.queues,
+        classifier=worker.classifier,
+        settings=limited,
+        queue_settings=worker.queue_settings,
+        connection=worker.connection,
+    )
+    assert worker.gather_reviews == 4
     for n in range(4):
         queue.enqueue(CLASSIFY_TASK, payload(f"b{n}", 2))
     with caplog.at_level(logging.INFO, logger="worker.worker"):
