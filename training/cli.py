@@ -1,5 +1,5 @@
-"""Command line of ``python -m training`` (also installed as ``sentiq-train``): ``train``, ``evaluate``
-and ``explain``.
+"""Command line of ``python -m training`` (also installed as ``sentiq-train``): ``train``, ``evaluate``,
+``explain`` and ``distill``.
 
 Heavy libraries (torch, transformers, datasets) are imported only once a command runs, so
 ``--help`` and argument errors answer at once.
@@ -57,9 +57,22 @@ _TRAIN_FLAGS = (
     "precision",
 )
 
+_DISTILL_FLAGS = (
+    "data",
+    "test_data",
+    "output_dir",
+    "epochs",
+    "learning_rate",
+    "batch_size",
+    "max_length",
+    "truncation",
+    "max_train_samples",
+    "seed",
+)
+
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``python -m training`` parser with its ``train``, ``evaluate`` and ``explain`` subcommands."""
+    """The ``python -m training`` parser: ``train``, ``evaluate``, ``explain`` and ``distill``."""
     parser = argparse.ArgumentParser(
         prog="python -m training",
         description="Fine-tune sentiq's sentiment model, score model folders and explain predictions.",
@@ -78,10 +91,13 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{train,evaluate,explain}")
+    commands = parser.add_subparsers(
+        dest="command", required=True, metavar="{train,evaluate,explain,distill}"
+    )
     add_train_parser(commands)
     add_evaluate_parser(commands)
     add_explain_parser(commands)
+    add_distill_parser(commands)
     return parser
 
 
@@ -289,6 +305,74 @@ def add_explain_parser(commands: Any) -> None:
     )
 
 
+def add_distill_parser(commands: Any) -> None:
+    """Options of ``distill``: data, length and training options default to the teacher's ``metrics.json``."""
+    distill = commands.add_parser(
+        "distill",
+        help="distil a fine-tuned model folder into a smaller student model folder",
+        description=(
+            "Distil a fine-tuned teacher model folder into a smaller student and write it as a model "
+            "folder that workers serve. Loss: alpha x KL(teacher || student) at temperature T (times T^2) "
+            "+ (1 - alpha) x cross-entropy with the labels [+ W x hidden-state MSE]. Data, split, max "
+            "length, truncation, epochs, learning rate, batch size and seed default to the teacher's "
+            "metrics.json, else to train's defaults."
+        ),
+    )
+    models = distill.add_argument_group("teacher and student")
+    models.add_argument("--teacher", type=Path, required=True, metavar="DIR", help="fine-tuned model folder")
+    models.add_argument(
+        "--student",
+        choices=("layers", "tinybert"),
+        required=True,
+        help="layers: the teacher with --student-layers of its layers (spread evenly, first and last kept); "
+        "tinybert: a TinyBERT-shaped BERT on the teacher's vocabulary (embeddings projected from its)",
+    )
+    models.add_argument(
+        "--output-dir", type=Path, required=True, metavar="DIR", help="student model folder to write"
+    )
+    models.add_argument("--student-layers", type=int, default=4, metavar="N", help="(default 4)")
+    models.add_argument(
+        "--student-hidden", type=int, default=312, metavar="N", help="tinybert only (default 312)"
+    )
+    models.add_argument(
+        "--student-heads", type=int, default=12, metavar="N", help="tinybert only (default 12)"
+    )
+    models.add_argument(
+        "--student-intermediate", type=int, default=1200, metavar="N", help="tinybert only (default 1200)"
+    )
+    data = distill.add_argument_group("data (default: the teacher's)")
+    data.add_argument(
+        "--data", action="append", metavar="PATH", help="training file, folder or hub dataset; repeatable"
+    )
+    data.add_argument("--test-data", metavar="PATH", help="labelled file scored once after distillation")
+    data.add_argument("--max-train-samples", type=int, metavar="N", help="use at most N training reviews")
+    data.add_argument("--max-length", type=int, metavar="N", help="tokens per review")
+    data.add_argument("--truncation", choices=TRUNCATION_MODES)
+    loss = distill.add_argument_group("training and loss")
+    loss.add_argument("--epochs", type=float, metavar="N")
+    loss.add_argument("--learning-rate", type=float, metavar="LR")
+    loss.add_argument("--batch-size", type=int, metavar="N")
+    loss.add_argument("--temperature", type=float, default=2.0, metavar="T", help="(default 2)")
+    loss.add_argument(
+        "--alpha", type=float, default=0.5, metavar="A", help="weight of the soft targets, 0-1 (default 0.5)"
+    )
+    loss.add_argument(
+        "--hidden-loss-weight",
+        type=float,
+        default=0.0,
+        metavar="W",
+        help="weight of the hidden-state MSE on mapped layers; above 0 the teacher runs on every batch "
+        "(default 0)",
+    )
+    loss.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        help="as train's; default bf16 autocast on CPUs with native bf16, else auto",
+    )
+    loss.add_argument("--seed", type=int)
+    distill.add_argument("--force", action="store_true", help="replace a model already in --output-dir")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``python -m training``; returns the exit status (see :data:`sentiq.errors.EXIT_STATUS_SUMMARY`)."""
     args = build_parser().parse_args(argv)
@@ -300,6 +384,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_train(args)
         if args.command == "explain":
             return run_explain(args)
+        if args.command == "distill":
+            return run_distill(args)
         return run_evaluate(args)
     except SentiqError as error:
         print(f"error: {error}", file=sys.stderr)
@@ -336,6 +422,47 @@ def run_train(args: argparse.Namespace) -> int:
     for split in ("validation", "test"):
         if metrics.get(split):
             parts.append(f"{split} accuracy {metrics[split]['accuracy']:.4f}")
+    parts.append(f"{metrics['wall_time_s'] / 60:.1f} min")
+    print("; ".join(parts))
+    return 0
+
+
+def run_distill(args: argparse.Namespace) -> int:
+    """``distill``: resolve the settings against the teacher, then distil and print a summary."""
+    from sentiq.model_folder import check_config
+
+    check_config(args.teacher)  # one clear line for a missing teacher, before torch loads
+    from training.distill import DistillOptions, StudentShape, default_precision, distill, teacher_settings
+
+    options = DistillOptions(
+        teacher=args.teacher,
+        student=args.student,
+        shape=StudentShape(
+            layers=args.student_layers,
+            hidden=args.student_hidden,
+            heads=args.student_heads,
+            intermediate=args.student_intermediate,
+        ),
+        temperature=args.temperature,
+        alpha=args.alpha,
+        hidden_loss_weight=args.hidden_loss_weight,
+    )
+    options.check()
+    flags = {name: getattr(args, name) for name in _DISTILL_FLAGS}
+    flags["precision"] = args.precision or default_precision()
+    settings = teacher_settings(args.teacher, flags)
+    outcome = distill(settings, options, existing=ExistingModel.FORCE if args.force else ExistingModel.REFUSE)
+    metrics = outcome.metrics
+    info = metrics["distillation"]
+    parts = [
+        f"student {metrics['model_id']} written to {outcome.output_dir}",
+        f"{metrics['architecture']['parameters']:,} parameters "
+        f"({info['parameter_ratio']:.0%} of the teacher's)",
+    ]
+    for split in ("validation", "test"):
+        if metrics.get(split):
+            parts.append(f"{split} accuracy {metrics[split]['accuracy']:.4f}")
+    parts.append(f"agreement with the teacher {info['validation_agreement']:.4f}")
     parts.append(f"{metrics['wall_time_s'] / 60:.1f} min")
     print("; ".join(parts))
     return 0
