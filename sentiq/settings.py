@@ -174,9 +174,17 @@ class WorkerSettings(BaseModel):
         description="Weights' precision. auto: bf16 (else fp16) on GPU, bf16 on CPUs with AMX or "
         "AVX512-BF16, else fp32.",
     )
-    max_batch_size: int = Field(default=64, gt=0, description="Most reviews in one forward pass.")
+    max_batch_size: int = Field(
+        default=0,
+        ge=0,
+        description="Most reviews in one forward pass. 0: measured at start-up, the fastest pass of "
+        "full-length reviews among 8-64 rows (CPU) or 64-1024 (GPU).",
+    )
     max_batch_tokens: int = Field(
-        default=16_384, gt=0, description="Most padded tokens (rows x length) in one forward pass."
+        default=0,
+        ge=0,
+        description="Most padded tokens (rows x length) in one forward pass. 0: max_batch_size full-length "
+        "reviews (with a measured batch size, shorter reviews then fill passes of up to 4x the rows).",
     )
     max_wait_ms: int = Field(
         default=5, ge=0, description="How long to keep gathering queued jobs into one batch."

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 
 import torch
 from redis import Redis
@@ -54,20 +55,48 @@ def load_model(settings: Settings, device: str, precision: ServedPrecision) -> t
     """
     try:
         model = SentimentModel.load(
-            settings.model.path,
-            device=device,
-            precision=precision,
-            max_length=settings.worker.max_length,
-            max_batch_size=settings.worker.max_batch_size,
-            max_batch_tokens=settings.worker.max_batch_tokens,
+            settings.model.path, device=device, precision=precision, max_length=settings.worker.max_length
         )
-        return model, model.warm_up()
+        warm_ms = model.warm_up()
+        size_passes(model, settings.worker.max_batch_size, settings.worker.max_batch_tokens)
+        return model, warm_ms
     except ModelLoadError:
         raise
     except Exception as error:
         raise ModelLoadError(
             f"{settings.model.path}: {type(error).__name__} while loading on {device} ({precision}): {error}"
         ) from error
+
+
+#: Row counts tried when the pass size is measured at start-up (``max_batch_size`` 0).
+CPU_BATCH_SIZES = (8, 16, 32, 64)
+GPU_BATCH_SIZES = (64, 128, 256, 512, 1024)
+#: With a measured pass size, passes of short reviews may hold this many times the rows.
+SHORT_REVIEW_ROWS_FACTOR = 4
+
+
+def size_passes(model: SentimentModel, max_batch_size: int, max_batch_tokens: int) -> None:
+    """Set the model's pass limits from the settings; 0 means measured here (see WorkerSettings)."""
+    max_length = model.info.max_length
+    if max_batch_size == 0:
+        candidates = GPU_BATCH_SIZES if model.device.startswith("cuda") else CPU_BATCH_SIZES
+        started = time.perf_counter()
+        rates = model.measure_pass_rates(candidates)
+        best = max(rates.values())
+        # The smallest within 2% of the fastest: smaller passes keep waits short at no cost.
+        rows = min(size for size, rate in rates.items() if rate >= 0.98 * best)
+        log.info(
+            "pass size measured in %.1f s: %d rows of %d tokens (reviews/s by rows: %s)",
+            time.perf_counter() - started,
+            rows,
+            max_length,
+            ", ".join(f"{size}: {rate:.0f}" for size, rate in rates.items()),
+        )
+        model.max_batch_tokens = max_batch_tokens or rows * max_length
+        model.max_batch_size = rows * SHORT_REVIEW_ROWS_FACTOR
+    else:
+        model.max_batch_size = max_batch_size
+        model.max_batch_tokens = max_batch_tokens or max_batch_size * max_length
 
 
 def build_classifier(settings: Settings, connection: Redis) -> Classifier:

@@ -106,7 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
         type=str.lower,
         help=argparse.SUPPRESS,
     )
-    parser.add_argument("--max-batch-size", type=int, help="reviews per forward pass")
+    parser.add_argument(
+        "--max-batch-size", type=int, help="reviews per forward pass (0: the fastest, measured at start-up)"
+    )
     parser.add_argument("--max-wait-ms", type=int, help="how long to gather queued jobs into a batch")
     parser.add_argument(
         "--max-length",

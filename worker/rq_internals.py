@@ -138,7 +138,8 @@ class SentiqJob(Job):
                 self.id, f"the job hash does not parse: {type(error).__name__}: {detail}"
             ) from error
         stored = raw_data.get(b"data") or cast("Mapping[Any, bytes]", raw_data).get("data")
-        self._stored_data = (stored, self._data) if isinstance(stored, bytes) else None
+        data = self._data
+        self._stored_data = (stored, data) if isinstance(stored, bytes) and isinstance(data, bytes) else None
         self.foreign_names = [
             name
             for name, value in (

@@ -134,7 +134,7 @@ def test_the_stack_password_is_the_redis_password_setting(clean_env: pytest.Monk
 
 def test_the_copied_env_example_loads_as_a_dotenv(clean_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
     text = env_example().replace("SENTIQ_REDIS_PASSWORD=\n", "SENTIQ_REDIS_PASSWORD=abc\n")
-    text = text.replace("# SENTIQ_WORKER_MAX_BATCH_SIZE=64\n", "SENTIQ_WORKER_MAX_BATCH_SIZE=8\n")
+    text = text.replace("# SENTIQ_WORKER_MAX_BATCH_SIZE=0\n", "SENTIQ_WORKER_MAX_BATCH_SIZE=8\n")
     defaults = Settings().model_dump()
     (tmp_path / ".env").write_text(text, encoding="utf-8")
     loaded = Settings().model_dump()
