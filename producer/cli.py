@@ -27,7 +27,7 @@ from producer.progress import Progress
 from producer.reading import INPUT_FORMATS, STDIN, InputFormat, InputReview, read_reviews
 from producer.stream import preview, stream_reviews
 from producer.writing import OUTPUT_FORMATS, ResultWriter
-from sentiq.contract import review_problem
+from sentiq.contract import MAX_EXPLAIN_WORDS, explain_problem, review_problem
 from sentiq.errors import (
     EXIT_FAILURE,
     EXIT_INTERRUPTED,
@@ -97,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --wait: output format (default: by --output's extension; jsonl on stdout)",
     )
     _add_timeout_option(enqueue)
+    _add_explain_option(enqueue)
     enqueue.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
 
     get = commands.add_parser(
@@ -114,6 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     classify.add_argument("texts", nargs="+", metavar="TEXT")
     classify.add_argument("--json", action="store_true", help="print full results as JSON lines")
     _add_timeout_option(classify)
+    _add_explain_option(classify)
 
     stream = commands.add_parser(
         "stream",
@@ -213,6 +215,7 @@ def _enqueue(args: argparse.Namespace, settings: Settings) -> int:
                 [review.text for review in reviews],
                 [review.id for review in reviews],
                 on_enqueued=progress.update,
+                explain=args.explain,
             )
         if not args.wait:
             sys.stdout.writelines(f"{review_id}\n" for review_id in ids)
@@ -244,7 +247,7 @@ def _get(args: argparse.Namespace, settings: Settings) -> int:
 def _classify(args: argparse.Namespace, settings: Settings) -> int:
     texts: list[str] = args.texts
     with Client.from_settings(settings) as client:
-        predictions = client.classify(texts, timeout=args.timeout)
+        predictions = client.classify(texts, timeout=args.timeout, explain=args.explain)
     for prediction, text in zip(predictions, texts, strict=True):
         if args.json:
             sys.stdout.write(prediction.to_json() + "\n")
@@ -252,6 +255,9 @@ def _classify(args: argparse.Namespace, settings: Settings) -> int:
             sys.stdout.write(f"error  {prediction.error}  {preview(text)}\n")
         else:
             sys.stdout.write(f"{prediction.label}  {prediction.score or 0.0:.3f}  {preview(text)}\n")
+            if prediction.attributions:
+                words = ", ".join(f"{word} {value:+.2f}" for word, value in prediction.attributions)
+                sys.stdout.write(f"       words: {words}\n")
     failed = sum(prediction.error is not None for prediction in predictions)
     if failed:
         raise CommandError(f"{failed} of {len(predictions)} review(s) could not be classified")
@@ -360,6 +366,30 @@ def _add_timeout_option(parser: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="how long to wait for results (default: SENTIQ_PRODUCER_RESULT_TIMEOUT_S)",
     )
+
+
+def _add_explain_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--explain",
+        type=_explain_count,
+        default=0,
+        metavar="N",
+        help=(
+            f"also return each review's N most influential words (1-{MAX_EXPLAIN_WORDS}; "
+            "`get` and --json show them); far slower than classifying alone"
+        ),
+    )
+
+
+def _explain_count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    problem = explain_problem(value)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(problem)
+    return value
 
 
 def _positive_int(text: str) -> int:

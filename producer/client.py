@@ -43,6 +43,7 @@ from sentiq.contract import (
     JobPayload,
     Prediction,
     Review,
+    explain_problem,
     validate_reviews,
 )
 from sentiq.errors import (
@@ -191,6 +192,7 @@ class Client(Closing):
         ids: Sequence[str | None] | None = None,
         *,
         on_enqueued: EnqueuedCallback | None = None,
+        explain: int = 0,
     ) -> list[str]:
         """Enqueue reviews for classification and return their ids, in input order.
 
@@ -210,16 +212,26 @@ class Client(Closing):
         MULTI/EXEC transaction, so on any of these errors that round trip wrote nothing:
         resubmitting the same ids is safe (the two full-errors list in ``enqueued_ids`` what
         earlier round trips of a big submit did enqueue).
+
+        ``explain`` asks for each review's ``explain`` most influential words in its prediction's
+        ``attributions`` (0, the default: none; at most
+        :data:`~sentiq.contract.MAX_EXPLAIN_WORDS`, else :class:`ValueError`). Explaining costs
+        a worker far more than classifying (README "Explanations").
         """
+        problem = explain_problem(explain)
+        if problem is not None:
+            raise ValueError(problem)
         reviews = validate_reviews(
             _sequence_of("texts", texts, InvalidReviewError),
             None if ids is None else _sequence_of("ids", ids, InvalidReviewError),
             self.settings.queue.max_review_chars,
         )
-        self._enqueue(reviews, on_enqueued)
+        self._enqueue(reviews, on_enqueued, explain)
         return [review.id for review in reviews]
 
-    def _enqueue(self, reviews: Sequence[Review], on_enqueued: EnqueuedCallback | None) -> None:
+    def _enqueue(
+        self, reviews: Sequence[Review], on_enqueued: EnqueuedCallback | None, explain: int = 0
+    ) -> None:
         jobs = _pack_jobs(reviews, self.settings.producer.reviews_per_job)
         enqueued: list[str] = []
         start = 0
@@ -231,7 +243,7 @@ class Client(Closing):
                 chars += sum(len(review.text) for review in jobs[end])
                 end += 1
             end = start + self._room_for(end - start, enqueued)
-            self._write_jobs(jobs[start:end], enqueued)
+            self._write_jobs(jobs[start:end], enqueued, explain)
             enqueued.extend(review.id for job in jobs[start:end] for review in job)
             start = end
             if on_enqueued is not None:
@@ -264,14 +276,16 @@ class Client(Closing):
             time.sleep(min(pause, timeout_s - waited))
             pause = min(pause * 2, QUEUE_FULL_MAX_WAIT_S)
 
-    def _write_jobs(self, jobs: Sequence[Sequence[Review]], enqueued: Sequence[str]) -> None:
+    def _write_jobs(
+        self, jobs: Sequence[Sequence[Review]], enqueued: Sequence[str], explain: int = 0
+    ) -> None:
         """Write ``jobs`` in one MULTI/EXEC round trip: all of them are queued, or none."""
         queue_settings = self.settings.queue
         retry = Retry(max=queue_settings.job_retries) if queue_settings.job_retries > 0 else None
         job_datas = [
             Queue.prepare_data(
                 CLASSIFY_TASK,
-                args=(JobPayload.from_reviews(job).model_dump(),),
+                args=(JobPayload.from_reviews(job, explain).model_dump(),),
                 result_ttl=JOB_RESULT_TTL_S,
                 failure_ttl=queue_settings.failure_ttl_s,
                 # RQ's default description repeats every argument, i.e. all the review texts.
@@ -408,9 +422,10 @@ class Client(Closing):
         timeout: float | None = None,
         *,
         ids: Sequence[str | None] | None = None,
+        explain: int = 0,
     ) -> list[Prediction]:
         """Submit ``texts`` and wait for their predictions (see :meth:`submit` and :meth:`results`)."""
-        return self.results(self.submit(texts, ids), timeout)
+        return self.results(self.submit(texts, ids, explain=explain), timeout)
 
     @contextlib.contextmanager
     def _redis_errors(self) -> Iterator[None]:

@@ -15,7 +15,15 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal, cast
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    field_validator,
+    model_serializer,
+)
 
 from sentiq.errors import InvalidReviewError, MalformedJobError
 from sentiq.text import clean_review
@@ -35,6 +43,8 @@ MAX_JOB_DATA_BYTES = 16 * 1024 * 1024
 #: output indices in this order, see :mod:`sentiq.model_folder`).
 Label = Literal["negative", "positive"]
 LABELS: tuple[Label, Label] = ("negative", "positive")
+#: Most words a job may ask to have explained per review (``explain`` in :class:`JobPayload`).
+MAX_EXPLAIN_WORDS = 50
 
 
 def error_result_id(job_id: str, index: int, review_id: object) -> str:
@@ -110,6 +120,29 @@ class JobPayload(BaseModel):
 
     v: Literal[1] = CONTRACT_VERSION
     reviews: list[dict[str, Any]] = Field(min_length=1, max_length=MAX_REVIEWS_PER_JOB)
+    #: Optional: how many of each review's most influential words to return in its prediction's
+    #: ``attributions`` (0, null or absent: none). Explaining costs far more than classifying.
+    explain: int = 0
+
+    @field_validator("explain", mode="before")
+    @classmethod
+    def _explain_is_a_small_count(cls, explain: object) -> int:
+        if explain is None:
+            return 0
+        problem = explain_problem(explain)
+        if problem is not None:
+            raise ValueError(problem)
+        assert isinstance(explain, int)
+        return explain
+
+    @model_serializer(mode="wrap")
+    def _leave_out_no_explain(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # A payload that asks for no explanations stays byte-for-byte what v1 producers wrote, so
+        # workers from before the field (which refuse unknown keys) still take it.
+        data: dict[str, Any] = handler(self)
+        if not self.explain:
+            data.pop("explain", None)
+        return data
 
     @field_validator("reviews")
     @classmethod
@@ -120,9 +153,9 @@ class JobPayload(BaseModel):
         return reviews
 
     @classmethod
-    def from_reviews(cls, reviews: Sequence[Review]) -> JobPayload:
-        """Pack validated reviews into a payload."""
-        return cls(reviews=[review.model_dump() for review in reviews])
+    def from_reviews(cls, reviews: Sequence[Review], explain: int = 0) -> JobPayload:
+        """Pack validated reviews into a payload, asking for ``explain`` top words per review."""
+        return cls(reviews=[review.model_dump() for review in reviews], explain=explain)
 
     @classmethod
     def decode(cls, args: Sequence[Any], kwargs: Mapping[str, Any]) -> JobPayload:
@@ -153,7 +186,12 @@ class JobPayload(BaseModel):
 
 
 class Prediction(BaseModel):
-    """One review's result: a label and its probability, or an error."""
+    """One review's result: a label and its probability, or an error.
+
+    ``attributions`` is present only for a review whose job asked for explanations: its most
+    influential words as ``[word, attribution]`` pairs, largest magnitude first. An attribution is
+    in log-odds of ``label``: positive pushed towards it, negative away from it.
+    """
 
     id: str
     label: Label | None = None
@@ -161,6 +199,15 @@ class Prediction(BaseModel):
     model: str | None = None
     error: str | None = None
     finished_at: float = Field(default_factory=time.time, description="Unix time the worker wrote it.")
+    attributions: list[tuple[str, float]] | None = None
+
+    @model_serializer(mode="wrap")
+    def _leave_out_no_attributions(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # Not asked for: the JSON stays exactly v1's, without even an "attributions": null.
+        data: dict[str, Any] = handler(self)
+        if self.attributions is None:
+            data.pop("attributions", None)
+        return data
 
     @property
     def ok(self) -> bool:
@@ -175,6 +222,19 @@ class Prediction(BaseModel):
     def from_json(cls, raw: str | bytes) -> Prediction:
         """Parse a stored result."""
         return cls.model_validate_json(raw)
+
+
+def explain_problem(explain: object) -> str | None:
+    """Why ``explain`` is not a valid number of words to explain, or ``None`` when it is.
+
+    An integer from 0 (no explanations) to :data:`MAX_EXPLAIN_WORDS`; not a bool, float or string.
+    """
+    if not isinstance(explain, int) or isinstance(explain, bool) or not 0 <= explain <= MAX_EXPLAIN_WORDS:
+        return (
+            f"explain must be a whole number of words from 0 (none) to {MAX_EXPLAIN_WORDS}, "
+            f"got {_preview(explain, 40)}"
+        )
+    return None
 
 
 def result_key(prefix: str, review_id: str) -> str:
