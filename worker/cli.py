@@ -107,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
         help=argparse.SUPPRESS,
     )
     parser.add_argument(
-        "--max-batch-size", type=int, help="reviews per forward pass (0: the fastest, measured at start-up)"
+        "--max-batch-size", type=int, help="reviews per forward pass (0: set by the token budget)"
     )
     parser.add_argument("--max-wait-ms", type=int, help="how long to gather queued jobs into a batch")
     parser.add_argument(

@@ -226,28 +226,6 @@ class SentimentModel:
         stats.milliseconds = (time.perf_counter() - started) * 1000
         return [result for result in results if result is not None], stats
 
-    def measure_pass_rates(self, candidates: Sequence[int], tolerance: float = 0.95) -> dict[int, float]:
-        """Reviews per second of one pass of full-length reviews, for each row count tried.
-
-        Row counts are tried in increasing order, each once to warm up and once timed, until one is
-        slower than ``tolerance`` times the best so far (larger passes rarely recover).
-        """
-        prefix, suffix = self.encoder.frame
-        probe = self.encoder.encode([PROBE_TEXT])[0][len(prefix) : len(prefix) + 1] or [0]
-        row = [*prefix, *(probe * (self.info.max_length - len(prefix) - len(suffix))), *suffix]
-        rates: dict[int, float] = {}
-        with torch.inference_mode():
-            for rows in sorted(candidates):
-                ids = torch.tensor([row] * rows, device=self.device)
-                batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
-                self.model(**batch)
-                started = time.perf_counter()
-                self.model(**batch).logits.float().cpu()
-                rates[rows] = rows / (time.perf_counter() - started)
-                if rates[rows] < tolerance * max(rates.values()):
-                    break
-        return rates
-
     def warm_up(self) -> float:
         """One forward pass to allocate buffers and pick kernels; returns its milliseconds."""
         _, stats = self.predict([PROBE_TEXT] * 2)
