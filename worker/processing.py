@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from sentiq.contract import JobPayload, Label, Prediction, error_result_id, review_problem
 from sentiq.errors import one_line
 from sentiq.result_store import ResultStore
+from worker.attributions import explain_reviews
 from worker.model import PROBE_TEXT, RESOURCE_ERRORS, PassStats, SentimentModel
 
 log = logging.getLogger(__name__)
@@ -154,7 +155,9 @@ class Classifier:
         error result naming the exception, and every other review is still classified. When the
         model fails on a known-good review too, the original error is raised instead: it is the
         worker's problem, not the reviews'. Nothing is published here, so a failure leaves the
-        store untouched.
+        store untouched. Reviews of jobs that ask for ``explain`` words get their ``attributions``
+        after the shared passes, one review at a time; a review whose explanation fails gets an
+        error result instead, and the other reviews are unaffected.
         """
         slots: list[list[Prediction | None]] = []
         texts: list[str] = []
@@ -198,11 +201,47 @@ class Classifier:
                 label, score = result
                 prediction = Prediction(id=review_id, label=label, score=round(score, 6), model=self.model_id)
             slots[job_index][review_index] = prediction
+        self._explain(jobs, slots, positions, texts, on_pass)
         outcomes = [
             JobOutcome(job_id, [p for p in row if p is not None])
             for (job_id, _), row in zip(jobs, slots, strict=True)
         ]
         return outcomes, stats
+
+    def _explain(
+        self,
+        jobs: Sequence[tuple[str, JobPayload]],
+        slots: list[list[Prediction | None]],
+        positions: Sequence[tuple[int, int]],
+        texts: Sequence[str],
+        on_pass: Callable[[], None] | None,
+    ) -> None:
+        """Give the classified reviews of jobs asking for ``explain`` words their ``attributions``."""
+        wanted: list[tuple[int, int, int, Prediction, Label]] = []  # job, review, text row, result, label
+        for row, (job_index, review_index) in enumerate(positions):
+            prediction = slots[job_index][review_index]
+            if jobs[job_index][1].explain and prediction is not None and prediction.label is not None:
+                wanted.append((job_index, review_index, row, prediction, prediction.label))
+        if not wanted:
+            return
+        results = explain_reviews(
+            self.model,
+            [texts[row] for _, _, row, _, _ in wanted],
+            [jobs[job_index][1].explain for job_index, *_ in wanted],
+            labels=[label for *_, label in wanted],
+            on_pass=on_pass,
+        )
+        for (job_index, review_index, _, prediction, _), result in zip(wanted, results, strict=True):
+            if isinstance(result, Exception):
+                review_id, job_id = prediction.id, jobs[job_index][0]
+                log.warning("review %s of job %s could not be explained", review_id, job_id, exc_info=result)
+                slots[job_index][review_index] = Prediction(
+                    id=review_id,
+                    model=self.model_id,
+                    error=f"could not explain this review: {one_line(result)}",
+                )
+            else:
+                slots[job_index][review_index] = prediction.model_copy(update={"attributions": result})
 
     def publish(self, outcomes: Sequence[JobOutcome]) -> int:
         """Write every prediction of ``outcomes`` to the result store and the stream."""
