@@ -23,7 +23,6 @@ from tests.support.sentiment_words import train_sentiment_words_model
 from tests.support.workers import running_workers
 from worker.attributions import CAPTUM_MISSING
 
-
 RESULT_TIMEOUT_S = 90.0
 
 
