@@ -364,7 +364,9 @@ class Client(Closing):
                     now = time.monotonic()
                     wait_s = min(deadline - now, next_refetch - now, self._max_block_s)
                     # BLOCK 0 would mean "forever".
-                    cursor, entries = self.store.read_stream(cursor, block_ms=max(1, int(wait_s * 1000)))
+                    cursor, entries = self.store.read_stream(
+                        cursor, block_ms=max(1, int(wait_s * 1000)), wanted=pending
+                    )
                     for review_id, prediction in entries:
                         if review_id in pending:
                             del pending[review_id]

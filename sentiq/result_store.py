@@ -17,7 +17,7 @@ died after publishing, or a Redis outage outlasted its heartbeat) publishes its 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Container, Iterable, Sequence
 from typing import Any
 
 from redis import Redis
@@ -123,15 +123,23 @@ class ResultStore:
         return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
 
     def read_stream(
-        self, after: str, block_ms: int, count: int = 1000
+        self, after: str, block_ms: int, count: int = 1000, wanted: Container[str] | None = None
     ) -> tuple[str, list[tuple[str, Prediction]]]:
-        """Wait up to ``block_ms`` for entries after ``after``; returns the new cursor and entries."""
+        """Wait up to ``block_ms`` for entries after ``after``; returns the new cursor and entries.
+
+        With ``wanted``, only the entries of those review ids are parsed and returned: every
+        client reads the one shared stream, mostly other clients' results.
+        """
         response: Any = self.client.xread({self.stream: after}, count=count, block=block_ms)
         cursor = after
         entries: list[tuple[str, Prediction]] = []
+        id_field, result_field = STREAM_FIELD_ID.encode(), STREAM_FIELD_RESULT.encode()
         for _stream, items in response or []:
-            for entry_id, fields in items:
-                cursor = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
-                review_id = fields[STREAM_FIELD_ID.encode()].decode()
-                entries.append((review_id, Prediction.from_json(fields[STREAM_FIELD_RESULT.encode()])))
+            if items:
+                last = items[-1][0]
+                cursor = last.decode() if isinstance(last, bytes) else str(last)
+            for _entry_id, fields in items:
+                review_id = fields[id_field].decode()
+                if wanted is None or review_id in wanted:
+                    entries.append((review_id, Prediction.from_json(fields[result_field])))
         return cursor, entries

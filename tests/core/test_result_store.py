@@ -75,3 +75,13 @@ def test_publish_once_writes_a_jobs_results_once(store: ResultStore, redis_clien
     assert store.publish_once([(f"{store.prefix}:gone", [prediction("late")])], "published", "r") == [1]
     assert set(store.fetch(["once-1", "once-2", "late"])) == {"once-1", "once-2", "late"}
     assert store.publish_once([], "published", "r") == []
+
+
+def test_read_stream_parses_only_wanted_ids_but_moves_past_every_entry(store: ResultStore) -> None:
+    cursor = store.last_stream_id()
+    store.publish([prediction("mine-1"), prediction("theirs"), prediction("mine-2"), prediction("theirs-2")])
+    new_cursor, entries = store.read_stream(cursor, block_ms=1000, wanted={"mine-1", "mine-2"})
+    assert [review_id for review_id, _ in entries] == ["mine-1", "mine-2"]
+    # The last entry was someone else's: the cursor is past it all the same.
+    assert new_cursor == store.last_stream_id()
+    assert store.read_stream(new_cursor, block_ms=10, wanted={"mine-1"}) == (new_cursor, [])
