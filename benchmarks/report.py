@@ -47,6 +47,19 @@ def markdown(results: dict[str, Any]) -> str:
             f"| C, 1 worker | {ceiling['reviews']} | "
             f"{ceiling['seconds']:.2f} | **{_rate(ceiling)}** | {ceiling['ms_per_review']:.3f} ms/review |"
         )
+        many = ceiling.get("concurrent_clients")
+        if many:
+            lines.append(
+                _row(
+                    "result delivery",
+                    "near-zero",
+                    f"C, 1 worker, {many['clients']} concurrent clients",
+                    many["reviews"],
+                    f"{many['seconds']:.2f}",
+                    _rate(many),
+                    f"{many['vs_one_client']:.2f}x one client",
+                )
+            )
     for model in results.get("models", []):
         name = model["model"]
         if "A" in model:

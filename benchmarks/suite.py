@@ -72,6 +72,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--ceiling-repeats", type=int, default=1, help="ceiling runs; the best is kept")
     parser.add_argument(
+        "--ceiling-clients",
+        type=int,
+        default=10,
+        help="also run the ceiling's reviews through this many concurrent client processes (1 skips)",
+    )
+    parser.add_argument(
         "--precisions",
         nargs="*",
         help="B's precisions (default: fp32, plus bf16 where native; bf16/fp16 on cuda)",
@@ -184,6 +190,7 @@ def run(args: argparse.Namespace, redis_url: str, scratch: Path) -> dict[str, An
             redis_url,
             device=device,
             repeats=args.ceiling_repeats,
+            clients=args.ceiling_clients,
             worker_env=worker_env,
         )
         results["queue_ceiling"] = {**ceiling, "max_length": args.ceiling_max_length}

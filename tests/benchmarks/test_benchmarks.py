@@ -33,7 +33,12 @@ def _results() -> dict[str, Any]:
         "date": "2026-11-28",
         "command": "python -m benchmarks",
         "machine": machine,
-        "queue_ceiling": {**_timing("ceiling", 4000, 8.0), "ms_per_review": 2.0, "max_length": 32},
+        "queue_ceiling": {
+            **_timing("ceiling", 4000, 8.0),
+            "ms_per_review": 2.0,
+            "max_length": 32,
+            "concurrent_clients": {"clients": 10, **_timing("ten", 4000, 10.0), "vs_one_client": 0.8},
+        },
         "models": [
             {
                 "model": "tinybert-shape",
@@ -65,6 +70,10 @@ def test_markdown_reports_ceiling_abc_ratios_latency_and_memory() -> None:
     text = report.markdown(_results())
     ceiling_row = "| queue ceiling | near-zero (1 layer, hidden 16, 32 tokens) | C, 1 worker | 4000 | 8.00 |"
     assert ceiling_row + " **500.0** | 2.000 ms/review |" in text
+    delivery_row = (
+        "| result delivery | near-zero | C, 1 worker, 10 concurrent clients | 4000 | 10.00 | 400.0 |"
+    )
+    assert delivery_row + " 0.80x one client |" in text
     assert "| A | tinybert-shape | pipeline per review (fp32) | 50 | 5.00 | 10.0 | |" in text
     assert "in-process sentiq bf16 bs 16 (best)" in text
     assert "in-process sentiq fp32 bs 16 |" in text
@@ -133,6 +142,7 @@ def test_benchmark_run_writes_every_section(tmp_path: Path, redis_url: str) -> N
         "--count", "12",
         "--pipeline-count", "4",
         "--ceiling-count", "48",
+        "--ceiling-clients", "3",
         "--precisions", "fp32",
         "--batch-sizes", "4",
         "--latency-seconds", "1",
@@ -144,6 +154,8 @@ def test_benchmark_run_writes_every_section(tmp_path: Path, redis_url: str) -> N
     results = json.loads((tmp_path / "bench.json").read_text())
     ceiling = results["queue_ceiling"]
     assert ceiling["reviews"] == 48 and ceiling["reviews_per_second"] > 0 and ceiling["worker_peak_rss_mib"]
+    many = ceiling["concurrent_clients"]
+    assert many["clients"] == 3 and many["reviews"] == 48 and many["reviews_per_second"] > 0
     (model,) = results["models"]
     assert model["A"]["reviews"] == 4
     assert [b["way"] for b in model["B_variants"]] == ["B sentiq fp32 bs 4", "B hf fp32 bs 4"]
