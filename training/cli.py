@@ -493,7 +493,8 @@ def run_explain(args: argparse.Namespace) -> int:
     """``explain``: load the folder as the worker does, explain the text, print and write the pictures."""
     import time
 
-    from training.explain import explain, write_html, write_png
+    from training.explain import write_html, write_png
+    from worker.attributions import explain
     from worker.model import SentimentModel
 
     text = sys.stdin.read() if args.text == "-" else args.text
@@ -510,15 +511,7 @@ def run_explain(args: argparse.Namespace) -> int:
     folder = args.model or load_settings().model.path
     served = SentimentModel.load(folder, max_length=args.max_length)
     started = time.perf_counter()
-    explanation = explain(
-        served.model,
-        served.tokenizer,
-        text,
-        max_length=served.info.max_length,
-        truncation=served.info.truncation,
-        n_steps=args.steps,
-        baseline=args.baseline,
-    )
+    explanation = explain(served, text, n_steps=args.steps, baseline=args.baseline)
     seconds = time.perf_counter() - started
     if args.html:
         write_html(explanation, args.html, title=served.info.model_id)

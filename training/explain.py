@@ -10,58 +10,20 @@ from __future__ import annotations
 
 import html
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 from sentiq.errors import ConfigurationError
-from sentiq.model_folder import ModelInfo
 from worker.attributions import BASELINES, DEFAULT_STEPS, Explanation, WordAttribution
-from worker.attributions import explain as explain_served
-from worker.device import ServedPrecision
-from worker.model import TORCH_DTYPES, SentimentModel
 
 __all__ = [
     "BASELINES",
     "DEFAULT_STEPS",
     "Explanation",
     "WordAttribution",
-    "explain",
     "explanation_html",
     "write_html",
     "write_png",
 ]
-
-
-def explain(
-    model: Any,
-    tokenizer: Any,
-    text: str,
-    *,
-    max_length: int,
-    truncation: str = "head",
-    n_steps: int = DEFAULT_STEPS,
-    baseline: str = "pad",
-    internal_batch_size: int | None = None,
-) -> Explanation:
-    """:func:`worker.attributions.explain` for the parts of a loaded :class:`SentimentModel`.
-
-    ``training.cli`` loads the folder with :meth:`SentimentModel.load` and passes its model,
-    tokenizer, max length and truncation; they are wrapped back, nothing is loaded or tokenized
-    here. ``internal_batch_size`` None integrates all steps in one pass.
-    """
-    parameter = next(model.parameters())
-    precisions = {dtype: cast(ServedPrecision, name) for name, dtype in TORCH_DTYPES.items()}
-    served = SentimentModel(
-        model,
-        tokenizer,
-        ModelInfo(model_id="", max_length=max_length, truncation=truncation),
-        device=str(parameter.device),
-        precision=precisions.get(parameter.dtype, "fp32"),
-        max_batch_size=1,
-        max_batch_tokens=max(1, n_steps) * max_length,
-    )
-    return explain_served(
-        served, text, n_steps=n_steps, baseline=baseline, internal_batch_size=internal_batch_size
-    )
 
 
 def explanation_html(explanation: Explanation, *, title: str = "") -> str:

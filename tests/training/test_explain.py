@@ -19,7 +19,7 @@ from sentiq.errors import ConfigurationError
 from tests.support.sentiment_words import train_sentiment_words_model
 from tests.training.test_cli import run_cli
 from training.cli import main
-from training.explain import Explanation, explain, explanation_html
+from training.explain import Explanation, explanation_html
 from worker import attributions
 from worker.model import SentimentModel
 
@@ -35,14 +35,7 @@ def served(sentiment_model: Path) -> SentimentModel:
 
 
 def run_explain(served: SentimentModel, text: str, **options: object) -> Explanation:
-    return explain(
-        served.model,
-        served.tokenizer,
-        text,
-        max_length=served.info.max_length,
-        truncation=served.info.truncation,
-        **options,  # type: ignore[arg-type]
-    )
+    return attributions.explain(served, text, **options)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
@@ -68,12 +61,6 @@ def test_attributions_point_at_the_sentiment_word(
 def test_attributions_are_deterministic(served: SentimentModel) -> None:
     text = "The story was wonderful, the actors quite terrible."
     assert run_explain(served, text) == run_explain(served, text)
-
-
-def test_the_cli_explains_with_the_workers_code(served: SentimentModel) -> None:
-    # training.explain only hands the loaded parts to worker.attributions: one computation.
-    text = "The story was wonderful, the actors quite terrible."
-    assert run_explain(served, text) == attributions.explain(served, text)
 
 
 def test_input_is_what_the_worker_feeds_the_model(served: SentimentModel) -> None:
