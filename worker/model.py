@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -92,6 +93,8 @@ class SentimentModel:
         self.precision = precision
         self.max_batch_size = max_batch_size
         self.max_batch_tokens = max_batch_tokens
+        #: Tokenize ahead on a background thread while passes run (pays where passes are fast: GPUs).
+        self.overlap_tokenization = device.startswith("cuda")
         try:
             self.encoder = ReviewEncoder(tokenizer, info.max_length, info.truncation)
         except ValueError as error:
@@ -195,36 +198,65 @@ class SentimentModel:
     ) -> tuple[list[tuple[Label, float]], PassStats]:
         """Label and probability of that label for each text, in input order.
 
-        ``on_pass`` is called after each forward pass (the worker keeps its heartbeats there).
+        ``on_pass`` is called after each forward pass. On a GPU the reviews are tokenized in
+        chunks on a background thread while the passes of earlier chunks run, inputs are copied
+        from pinned memory without blocking, and results are read back once at the end, so the
+        CPU keeps the GPU fed instead of waiting for it after every pass.
         """
         stats = PassStats()
         if not texts:
             return [], stats
         started = time.perf_counter()
-        encoded = self.encode_all(texts)
-        lengths = [len(ids) for ids in encoded]
-        results: list[tuple[Label, float] | None] = [None] * len(texts)
+        # (rows, scores, label ids) per pass; read back after the last pass.
+        pending: list[tuple[list[int], torch.Tensor, torch.Tensor]] = []
         with torch.inference_mode():
-            for rows in self.plan_batches(lengths):
-                padded = self.tokenizer.pad(
-                    {"input_ids": [encoded[row] for row in rows]}, padding=True, return_tensors="pt"
-                )
-                batch = {name: tensor.to(self.device) for name, tensor in padded.items()}
-                logits = self.model(**batch).logits.float()
-                probabilities = torch.softmax(logits, dim=-1)
-                scores, label_ids = probabilities.max(dim=-1)
-                for row, score, label_id in zip(rows, scores.tolist(), label_ids.tolist(), strict=True):
-                    results[row] = (self.id2label[int(label_id)], float(score))
-                padded_length = int(batch["input_ids"].shape[1])
-                stats.passes += 1
-                stats.rows += len(rows)
-                stats.padded_tokens += len(rows) * padded_length
-                stats.max_padded_length = max(stats.max_padded_length, padded_length)
-                stats.lengths.append(padded_length)
-                if on_pass is not None:
-                    on_pass()
+            for offset, encoded in self._encoded_chunks(texts):
+                for rows in self.plan_batches([len(ids) for ids in encoded]):
+                    padded = self.tokenizer.pad(
+                        {"input_ids": [encoded[row] for row in rows]}, padding=True, return_tensors="pt"
+                    )
+                    batch = {name: self._to_device(tensor) for name, tensor in padded.items()}
+                    logits = self.model(**batch).logits.float()
+                    scores, label_ids = torch.softmax(logits, dim=-1).max(dim=-1)
+                    pending.append(([offset + row for row in rows], scores, label_ids))
+                    padded_length = int(padded["input_ids"].shape[1])
+                    stats.passes += 1
+                    stats.rows += len(rows)
+                    stats.padded_tokens += len(rows) * padded_length
+                    stats.max_padded_length = max(stats.max_padded_length, padded_length)
+                    stats.lengths.append(padded_length)
+                    if on_pass is not None:
+                        on_pass()
+        results: list[tuple[Label, float] | None] = [None] * len(texts)
+        for rows, scores, label_ids in pending:
+            for row, score, label_id in zip(rows, scores.tolist(), label_ids.tolist(), strict=True):
+                results[row] = (self.id2label[int(label_id)], float(score))
         stats.milliseconds = (time.perf_counter() - started) * 1000
         return [result for result in results if result is not None], stats
+
+    def _encoded_chunks(self, texts: Sequence[str]) -> Iterator[tuple[int, list[list[int]]]]:
+        """(offset, token ids) of consecutive chunks of ``texts``; tokenized ahead on a thread if set."""
+        chunk = max(1, 2 * self.max_batch_tokens // self.info.max_length)
+        if not self.overlap_tokenization or len(texts) <= chunk:
+            yield 0, self.encode_all(texts)
+            return
+        # One thread, so chunks are tokenized in order, each while earlier ones run on the device;
+        # the Rust tokenizer releases the GIL (and uses every core) while it works.
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sentiq-tokenize")
+        try:
+            futures = [
+                (start, pool.submit(self.encode_all, texts[start : start + chunk]))
+                for start in range(0, len(texts), chunk)
+            ]
+            for start, future in futures:
+                yield start, future.result()
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def _to_device(self, tensor: torch.Tensor) -> torch.Tensor:
+        if self.device.startswith("cuda"):
+            return tensor.pin_memory().to(self.device, non_blocking=True)
+        return tensor
 
     def warm_up(self) -> float:
         """One forward pass to allocate buffers and pick kernels; returns its milliseconds."""

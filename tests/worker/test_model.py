@@ -216,3 +216,35 @@ def test_implausible_metrics_json_is_refused(
 ) -> None:
     folder = copy_model(tiny_model_dir, tmp_path / "model", metrics=metrics)
     assert reason in load_error(folder)
+
+
+def test_tokenizing_ahead_on_a_thread_gives_the_same_results(tiny_model_dir: Path) -> None:
+    # The GPU path (tokenize chunks on a thread while passes run), exercised on the CPU.
+    model = SentimentModel.load(tiny_model_dir, max_batch_size=4, max_batch_tokens=4 * 16)
+    texts = [f"review {i}: " + "a wonderful film " * (i % 7) + "but dull" * (i % 3) for i in range(40)]
+    plain, plain_stats = model.predict(texts)
+    model.overlap_tokenization = True
+    chunk = 2 * model.max_batch_tokens // model.info.max_length
+    assert len(texts) > 2 * chunk
+    ahead, ahead_stats = model.predict(texts)
+    assert [label for label, _ in ahead] == [label for label, _ in plain]
+    assert [score for _, score in ahead] == pytest.approx([score for _, score in plain], abs=1e-5)
+    assert ahead_stats.rows == plain_stats.rows == len(texts)
+
+
+def test_a_tokenizer_failure_in_a_later_chunk_reaches_the_caller(
+    tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = SentimentModel.load(tiny_model_dir, max_batch_size=4, max_batch_tokens=4 * 16)
+    model.overlap_tokenization = True
+    real = model.encoder.encode
+
+    def failing(texts: list[str]) -> list[list[int]]:
+        if any("poison" in text for text in texts):
+            raise ValueError("cannot tokenize poison")
+        return real(texts)
+
+    monkeypatch.setattr(model.encoder, "encode", failing)
+    texts = ["fine review"] * 30 + ["poison"]
+    with pytest.raises(ValueError, match="cannot tokenize poison"):
+        model.predict(texts)
