@@ -75,6 +75,9 @@ log = logging.getLogger(__name__)
 REDIS_BACKOFF_CAP_S = 5.0
 #: Redis errors that mean "not now" rather than "never": the step is tried again until it works.
 TRANSIENT_REDIS_ERRORS = (RedisConnectionError, RedisTimeoutError, RedisOutOfMemoryError)
+#: With max_gather_tokens 0, a gathering takes this many passes' worth of tokens: enough that
+#: the per-batch round trips are shared by many reviews, few enough that results come back soon.
+GATHER_PASSES = 8
 #: Error results are written in chunks of this many, so one huge refused job never blocks Redis.
 ERROR_RESULTS_PER_WRITE = 1_000
 
@@ -119,7 +122,8 @@ class SentiqWorker(SimpleWorker):
         self.settings = settings
         self._heartbeats = HeartbeatThread(max(1.0, settings.heartbeat_ttl_s / 3))
         #: Most reviews one gathering takes: the token limit at the model's max length per review.
-        self.gather_reviews = max(1, settings.max_gather_tokens // classifier.model.info.max_length)
+        gather_tokens = settings.max_gather_tokens or GATHER_PASSES * classifier.model.max_batch_tokens
+        self.gather_reviews = max(1, gather_tokens // classifier.model.info.max_length)
         self.queue_settings = queue_settings or QueueSettings()
         # Always recorded (a few microseconds a batch); served only when the CLI asks for it.
         self.metrics = metrics or WorkerMetrics()
