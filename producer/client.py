@@ -37,6 +37,7 @@ from rq import Queue, Retry
 from rq.serializers import JSONSerializer
 
 from producer.closing import Closing
+from producer.jobs import ProducerJob
 from sentiq.contract import (
     CLASSIFY_TASK,
     MAX_JOB_DATA_BYTES,
@@ -141,7 +142,9 @@ class Client(Closing):
         except BaseException:
             self.close()
             raise
-        self.queue = Queue(self.settings.queue.name, connection=self.redis, serializer=JSONSerializer)
+        self.queue = Queue(
+            self.settings.queue.name, connection=self.redis, serializer=JSONSerializer, job_class=ProducerJob
+        )
         self.store = ResultStore(
             self.redis,
             self.settings.queue.key_prefix,
