@@ -32,6 +32,8 @@ from sentiq.contract import MAX_REVIEWS_PER_JOB
 #: The arithmetic a model runs in, one word for worker, training and evaluation: ``auto`` or the
 #: weights' (worker, evaluate) or autocast's (training) floating-point format.
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
+#: What runs a worker's forward passes (see WorkerSettings.engine).
+Engine = Literal["auto", "torch", "onnx-int8"]
 PRECISIONS: tuple[Precision, ...] = ("auto", "fp32", "bf16", "fp16")
 #: The worker's former ``dtype`` values (``--dtype``, ``SENTIQ_WORKER_DTYPE``), still accepted.
 PRECISION_OF_DTYPE: dict[str, Precision] = {
@@ -173,6 +175,12 @@ class WorkerSettings(BaseModel):
         default="auto",
         description="Weights' precision. auto: bf16 (else fp16) on GPU, bf16 on CPUs with AMX or "
         "AVX512-BF16, else fp32.",
+    )
+    engine: Engine = Field(
+        default="auto",
+        description="What runs the forward passes. auto: on CPU, the int8 copy of the model folder "
+        "(python -m worker.int8) when it exists and a pass measured at start-up is faster with it, else "
+        "torch; torch; onnx-int8: the int8 copy (CPU only).",
     )
     max_batch_size: int = Field(
         default=0,

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import logging
+import time
+from pathlib import Path
 
 import torch
 from redis import Redis
 
 from sentiq.errors import ModelLoadError
 from sentiq.result_store import ResultStore
-from sentiq.settings import Settings
+from sentiq.settings import Engine, Settings
 from worker.device import (
     DeviceChoice,
     ServedPrecision,
@@ -18,7 +20,8 @@ from worker.device import (
     cpu_has_fast_bf16,
     host_ticket_key,
 )
-from worker.model import SentimentModel
+from worker.int8 import has_usable_int8, load_int8
+from worker.model import PROBE_TEXT, SentimentModel
 from worker.processing import Classifier
 
 log = logging.getLogger(__name__)
@@ -58,6 +61,7 @@ def load_model(settings: Settings, device: str, precision: ServedPrecision) -> t
         )
         warm_ms = model.warm_up()
         size_passes(model, settings.worker.max_batch_size, settings.worker.max_batch_tokens)
+        choose_engine(model, settings.worker.engine, settings.model.path)
         return model, warm_ms
     except ModelLoadError:
         raise
@@ -95,6 +99,61 @@ def size_passes(model: SentimentModel, max_batch_size: int, max_batch_tokens: in
         min(max_batch_size, max(1, max_batch_tokens // max_length)),
         max_length,
     )
+
+
+def choose_engine(model: SentimentModel, requested: Engine, folder: Path) -> None:
+    """Set the int8 engine on ``model`` when it is asked for, or when ``auto`` measures it faster.
+
+    ``auto`` on a CPU times one full pass of full-length reviews with each engine (after a
+    warm-up pass each) and keeps the faster; the int8 copy is only ever built by
+    ``python -m worker.int8``, never here.
+    """
+    if requested == "torch":
+        return
+    cpu = not model.device.startswith("cuda")
+    if requested == "onnx-int8":
+        if not cpu:
+            raise ModelLoadError(
+                "the onnx-int8 engine runs on the CPU only; use --device cpu or engine torch"
+            )
+        model.int8 = load_int8(folder, model.info.model_id)
+        log.info("engine onnx-int8 (requested)")
+        return
+    if not cpu or not has_usable_int8(folder, model.info.model_id):
+        return
+    try:
+        candidate = load_int8(folder, model.info.model_id)
+    except ModelLoadError as error:
+        log.warning("int8 engine not used: %s", error)
+        return
+    texts = [" ".join([PROBE_TEXT] * model.info.max_length)] * max(
+        1, model.max_batch_tokens // model.info.max_length
+    )
+    torch_s = _pass_seconds(model, texts)
+    model.int8 = candidate
+    int8_s = _pass_seconds(model, texts)
+    if int8_s >= torch_s:
+        model.int8 = None
+    log.info(
+        "engine auto: one pass of %d full-length reviews took %.0f ms with torch (%s), %.0f ms with "
+        "onnx-int8: using %s",
+        len(texts),
+        torch_s * 1000,
+        model.precision,
+        int8_s * 1000,
+        "onnx-int8" if model.int8 is not None else "torch",
+    )
+
+
+def _pass_seconds(model: SentimentModel, texts: list[str]) -> float:
+    """The faster of two timed passes over ``texts``, after one to warm up."""
+    model.predict(texts)
+    timings = []
+    for _ in range(2):
+        started = time.perf_counter()
+        model.predict(texts)
+        timings.append(time.perf_counter() - started)
+    return min(timings)
 
 
 def build_classifier(settings: Settings, connection: Redis) -> Classifier:

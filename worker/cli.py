@@ -107,6 +107,11 @@ def build_parser() -> argparse.ArgumentParser:
         help=argparse.SUPPRESS,
     )
     parser.add_argument(
+        "--engine",
+        choices=["auto", "torch", "onnx-int8"],
+        help="what runs the forward passes (auto: the int8 copy on CPU when measured faster)",
+    )
+    parser.add_argument(
         "--max-batch-size", type=int, help="reviews per forward pass (0: set by the token budget)"
     )
     parser.add_argument("--max-wait-ms", type=int, help="how long to gather queued jobs into a batch")
@@ -140,6 +145,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         worker={
             "device": args.device,
             "precision": args.precision or (PRECISION_OF_DTYPE[args.dtype] if args.dtype else None),
+            "engine": args.engine,
             "max_batch_size": args.max_batch_size,
             "max_wait_ms": args.max_wait_ms,
             "max_length": args.max_length,

@@ -308,8 +308,10 @@ def queue_wait_seconds(enqueued_at: datetime | None, started_at: datetime) -> fl
     return max(0.0, (started - enqueued).total_seconds())
 
 
-def torch_engine() -> str:
-    """The ``engine`` label of a worker that runs its model with PyTorch, e.g. ``torch 2.13.0``."""
+def engine_label(int8_version: str | None = None) -> str:
+    """The ``engine`` label: ``torch 2.13.0``, or ``onnxruntime 1.32.0 int8`` for the int8 engine."""
+    if int8_version is not None:
+        return f"onnxruntime {int8_version} int8"
     import torch
 
     return f"torch {torch.__version__}"

@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedTokenizerBase
@@ -24,6 +24,9 @@ from sentiq.model_folder import (
 )
 from worker.device import ServedPrecision
 from worker.encoding import ReviewEncoder
+
+if TYPE_CHECKING:
+    from worker.int8 import OnnxClassifier
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +98,8 @@ class SentimentModel:
         self.max_batch_tokens = max_batch_tokens
         #: Tokenize ahead on a background thread while passes run (pays where passes are fast: GPUs).
         self.overlap_tokenization = device.startswith("cuda")
+        #: The ONNX Runtime int8 copy that runs the passes instead of torch, when chosen (CPU only).
+        self.int8: OnnxClassifier | None = None
         try:
             self.encoder = ReviewEncoder(tokenizer, info.max_length, info.truncation)
         except ValueError as error:
@@ -215,8 +220,7 @@ class SentimentModel:
                     padded = self.tokenizer.pad(
                         {"input_ids": [encoded[row] for row in rows]}, padding=True, return_tensors="pt"
                     )
-                    batch = {name: self._to_device(tensor) for name, tensor in padded.items()}
-                    logits = self.model(**batch).logits.float()
+                    logits = self._logits(padded)
                     scores, label_ids = torch.softmax(logits, dim=-1).max(dim=-1)
                     pending.append(([offset + row for row in rows], scores, label_ids))
                     padded_length = int(padded["input_ids"].shape[1])
@@ -252,6 +256,13 @@ class SentimentModel:
                 yield start, future.result()
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
+
+    def _logits(self, padded: Any) -> torch.Tensor:
+        """One forward pass: torch on the model's device, or the int8 engine when it is set."""
+        if self.int8 is not None:
+            return self.int8.logits(padded["input_ids"], padded["attention_mask"])
+        batch = {name: self._to_device(tensor) for name, tensor in padded.items()}
+        return cast(torch.Tensor, self.model(**batch).logits.float())
 
     def _to_device(self, tensor: torch.Tensor) -> torch.Tensor:
         if self.device.startswith("cuda"):

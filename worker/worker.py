@@ -50,7 +50,7 @@ from sentiq.settings import QueueSettings, WorkerSettings
 from sentiq.worker_info import WorkerInfo, WorkerInfoPublisher
 from worker.healthcheck import idle_heartbeat_interval
 from worker.heartbeats import HeartbeatThread
-from worker.metrics import WorkerMetrics, queue_wait_seconds, torch_engine
+from worker.metrics import WorkerMetrics, engine_label, queue_wait_seconds
 from worker.processing import Classifier
 from worker.rq_internals import (
     PUBLISHED_FIELD,
@@ -128,7 +128,7 @@ class SentiqWorker(SimpleWorker):
         # Always recorded (a few microseconds a batch); served only when the CLI asks for it.
         self.metrics = metrics or WorkerMetrics()
         model = classifier.model
-        engine = torch_engine()
+        engine = engine_label(model.int8.version if model.int8 is not None else None)
         self.metrics.set_model_info(
             worker=self.name,
             model=classifier.model_id,
