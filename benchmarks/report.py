@@ -71,6 +71,25 @@ def markdown(results: dict[str, Any]) -> str:
             best = " (best)" if b["way"] == model["B"]["way"] else ""
             way = f"in-process {b['way'][2:]}{best}"
             lines.append(_row("B", name, way, b["reviews"], f"{b['seconds']:.2f}", _rate(b), ""))
+        check = model.get("int8_check")
+        if check:
+            verdict = "kept" if check["passed"] else "refused"
+            accuracy = (
+                f", accuracy {check['accuracy_int8']:.3f} vs {check['accuracy_fp32']:.3f} fp32"
+                if check.get("accuracy_fp32") is not None
+                else ""
+            )
+            lines.append(
+                _row(
+                    "int8 copy",
+                    name,
+                    f"agreement with fp32 labels {check['agreement']:.3f}{accuracy}: {verdict}",
+                    check["reviews"],
+                    f"{check['build_seconds']:.1f} (build)",
+                    "",
+                    "",
+                )
+            )
         c = model["C"]
         ratios = f"C/B {model['C/B']:.2f}" + (f", C/A {model['C/A']:.2f}" if "C/A" in model else "")
         lines.append(

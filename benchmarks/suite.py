@@ -144,6 +144,20 @@ def resolve_worker_precision(requested: str, device: str) -> str:
     )
 
 
+def build_int8_copy(folder: Path) -> dict[str, Any]:
+    """The folder's int8 copy for B and C (as ``python -m worker.int8`` builds it), kept if it passes
+    its check; returns the check."""
+    from dataclasses import asdict
+
+    from worker.int8 import DEFAULT_CHECK_DATA, build_int8, read_check_reviews
+
+    texts, labels = read_check_reviews(DEFAULT_CHECK_DATA, 500)
+    report = build_int8(folder, texts, labels)
+    verdict = "kept" if report.passed else f"refused: {report.reason}"
+    print(f"  int8 copy of {folder.name}: agreement {report.agreement:.3f}, {verdict}", file=sys.stderr)
+    return asdict(report)
+
+
 def _scaled(count: int, scale: float) -> int:
     return 0 if count <= 0 else max(2, round(count * scale))
 
@@ -169,6 +183,7 @@ def run(args: argparse.Namespace, redis_url: str, scratch: Path) -> dict[str, An
         "memory": {},
     }
     folders: dict[str, Path] = {}
+    int8_checks: dict[str, dict[str, Any]] = {}
 
     def folder(name: str) -> Path:
         if name not in folders:
@@ -179,6 +194,8 @@ def run(args: argparse.Namespace, redis_url: str, scratch: Path) -> dict[str, An
                 folders[name] = tinybert_shape_folder(target, args.max_length)
             else:
                 folders[name] = bundled_model_folder(target, args.max_length)
+            if name in MODELS and not device.startswith("cuda"):
+                int8_checks[name] = build_int8_copy(folders[name])
         return folders[name]
 
     ceiling_count = _scaled(args.ceiling_count, args.scale)
@@ -214,6 +231,8 @@ def run(args: argparse.Namespace, redis_url: str, scratch: Path) -> dict[str, An
             worker_env=worker_env,
         )
         entry["C"]["way"] = f"C redis, 1 worker ({worker_precision})"
+        if name in int8_checks:
+            entry["int8_check"] = int8_checks[name]
         results["models"].append(entry)
         checkpoint(results, args.output)
         results["memory"][f"A/B/C {name}"] = {

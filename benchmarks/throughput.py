@@ -3,7 +3,8 @@
 - **A**, the reference notebook's way: ``transformers.pipeline(...)`` called once per review, in
   fp32;
 - **B**, the best in-process variant of the same model: every (engine, precision, batch size) in the
-  grid is run and reported, and the fastest is B. Engines: ``sentiq`` is
+  grid is run and reported, and the fastest is B (on a CPU, with the folder's int8 copy as the
+  precision ``int8`` when it has one, see :mod:`worker.int8`). Engines: ``sentiq`` is
   :class:`worker.model.SentimentModel` (the worker's own code: per-review tokenization, sorted
   by length, dynamic padding); ``hf`` is plain transformers (one fast-tokenizer call per batch);
 - **C**, one ``python -m worker`` through Redis: ``Client.submit`` to the last result read back.
@@ -102,7 +103,13 @@ def bench_in_process(
     for variant in variants:
         by_precision.setdefault(variant.precision, []).append(variant)
     for precision, group in by_precision.items():
-        model = SentimentModel.load(model_dir, device=device, precision=cast("ServedPrecision", precision))
+        # "int8": the folder's ONNX Runtime int8 copy runs the passes (python -m worker.int8).
+        weights = "fp32" if precision == "int8" else precision
+        model = SentimentModel.load(model_dir, device=device, precision=cast("ServedPrecision", weights))
+        if precision == "int8":
+            from worker.int8 import load_int8
+
+            model.int8 = load_int8(model_dir, model.info.model_id)
         for variant in group:
             run = _run_sentiq if variant.engine == "sentiq" else _run_hf
             run(model, texts[: variant.batch_size], variant.batch_size)  # warm-up at this shape
@@ -183,8 +190,15 @@ def bench_model(
     """A, B (all variants, best picked) and C for one model folder, with C/B and C/A."""
     from sentiq.model_folder import read_model_info
 
-    max_length = read_model_info(model_dir).max_length
+    info = read_model_info(model_dir)
+    max_length = info.max_length
     print(f"{name}: {model_dir}, max length {max_length}", file=sys.stderr)
+    if not device.startswith("cuda"):
+        from worker.int8 import has_usable_int8
+
+        if has_usable_int8(model_dir, info.model_id):
+            sizes = sorted({v.batch_size for v in variants if v.engine == "sentiq"})
+            variants = [*variants, *(Variant("sentiq", "int8", size) for size in sizes)]
     result: dict[str, Any] = {"model": name, "folder": str(model_dir), "max_length": max_length}
     rss_before = peak_rss_mib()
     if pipeline_texts:
