@@ -58,7 +58,7 @@ from sentiq.settings import Precision, TrainSettings
 from training.base_model import BaseModelSource, max_positions
 from training.data import DEFAULT_TRAIN_DATA, builder_for, looks_like_hub_name
 from training.encoding import encode_dataset, review_encoder
-from training.fit import build_metrics, build_trainer, prepare_data
+from training.fit import build_int8_copy, build_metrics, build_trainer, prepare_data
 from training.history import strip_prefix
 from training.output_folder import ExistingModel, derive_model_id, publish, scratch, should_train
 from training.precision import Runtime, choose_runtime
@@ -449,7 +449,6 @@ def compute_logits(
     return logits
 
 
-
 @dataclass(frozen=True)
 class DistillOutcome:
     """Where the student is and its ``metrics.json`` content."""
@@ -584,6 +583,7 @@ def distill(
         describe_distillation(staging / CARD_FILE, metrics)
         publish(staging, folder)
     log.info("student %s written to %s", metrics["model_id"], folder)
+    build_int8_copy(folder, data.validation)
     return DistillOutcome(output_dir=folder, metrics=metrics)
 
 

@@ -20,7 +20,7 @@ from transformers import DataCollatorWithPadding, Trainer, TrainingArguments, se
 
 from sentiq.contract import CONTRACT_VERSION
 from sentiq.errors import ConfigurationError
-from sentiq.model_folder import label2id
+from sentiq.model_folder import id2label, label2id
 from sentiq.settings import BUNDLED_BASE_MODEL, Precision, TrainSettings
 from training.base_model import BaseModelSource, load_base_model, max_positions, resolve_base_model
 from training.data import (
@@ -150,7 +150,37 @@ def train(
         write_model_card(staging, metrics)
         publish(staging, folder)
     log.info("model %s written to %s", metrics["model_id"], folder)
+    build_int8_copy(folder, data.validation)
     return TrainOutcome(output_dir=folder, trained=True, metrics=metrics)
+
+
+def build_int8_copy(folder: Path, validation: Dataset) -> None:
+    """The folder's CPU int8 copy (:mod:`worker.int8`), checked on the validation reviews.
+
+    Built here, once, so that no worker has to; skipped (with a note) without onnxruntime. A copy
+    that fails its check is not kept, and workers serve the model with torch.
+    """
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        log.info(
+            "onnxruntime is not installed: no int8 copy (python -m worker.int8 --model %s builds it)", folder
+        )
+        return
+    from worker.int8 import build_int8
+
+    labels = id2label()
+    report = build_int8(
+        folder, list(validation["text"]), [labels[int(label)] for label in validation["label"]]
+    )
+    if report.passed:
+        log.info(
+            "int8 copy written (agreement %.4f with fp32 labels on %d validation reviews)",
+            report.agreement,
+            report.reviews,
+        )
+    else:
+        log.warning("int8 copy not kept: %s; workers will serve the model with torch", report.reason)
 
 
 def prepare_data(settings: TrainSettings) -> PreparedData:

@@ -21,6 +21,7 @@ MODEL_FILES = {
     "metrics.json",
     "training_curves.png",
     "README.md",
+    "onnx",  # the CPU int8 copy and its check (worker.int8)
 }
 METRICS_KEYS = {
     "model_id",

@@ -199,13 +199,14 @@ def test_no_path_of_the_training_machine_in_the_folder(trained: Path, tiny_base_
         str(REPO_ROOT),
     }
     checked = 0
-    for path in trained.iterdir():
-        if path.suffix in (".json", ".md", ".txt"):
-            text = path.read_text(encoding="utf-8")
+    for path in trained.rglob("*"):
+        if path.suffix in (".json", ".md", ".txt", ".onnx"):
+            content = path.read_bytes()
             checked += 1
             for machine_path in machine_paths:
-                assert machine_path not in text, f"{path.name} contains {machine_path}"
-    assert checked >= 4  # config, tokenizer, metrics, card
+                assert machine_path.encode() not in content, f"{path.name} contains {machine_path}"
+    assert checked >= 6  # config, tokenizer, metrics, card, and the int8 copy with its check
+    assert (trained / "onnx" / "int8.json").is_file()
     metrics = json.loads((trained / "metrics.json").read_text())
     assert metrics["data"]["train_sources"] == ["imdb_train.csv"]
     assert metrics["data"]["test_source"] == "imdb_test.csv"
