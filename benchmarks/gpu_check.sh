@@ -35,6 +35,7 @@ PYTHON="${PYTHON:-python3}"
 # the versions this project's venv runs; none of them pulls in torch.
 WHEELS=(
     "redis==8.1.0"
+    "hiredis==3.5.0"
     "rq==3.0.0"
     "croniter==7.0.0"
     "pydantic==2.14.4"
