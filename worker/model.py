@@ -217,9 +217,7 @@ class SentimentModel:
         with torch.inference_mode():
             for offset, encoded in self._encoded_chunks(texts):
                 for rows in self.plan_batches([len(ids) for ids in encoded]):
-                    padded = self.tokenizer.pad(
-                        {"input_ids": [encoded[row] for row in rows]}, padding=True, return_tensors="pt"
-                    )
+                    padded = self.pad([encoded[row] for row in rows])
                     logits = self._logits(padded)
                     scores, label_ids = torch.softmax(logits, dim=-1).max(dim=-1)
                     pending.append(([offset + row for row in rows], scores, label_ids))
@@ -256,6 +254,24 @@ class SentimentModel:
                 yield start, future.result()
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
+
+    def pad(self, rows: Sequence[list[int]]) -> dict[str, torch.Tensor]:
+        """``input_ids`` and ``attention_mask`` of one pass, padded as ``tokenizer.pad`` pads them.
+
+        Built directly: the tokenizer's own padding works row by row in Python (12 us a review,
+        a tenth of the queue path with a near-zero model).
+        """
+        pad_id = self.tokenizer.pad_token_id
+        if pad_id is None:
+            return dict(self.tokenizer.pad({"input_ids": list(rows)}, padding=True, return_tensors="pt"))
+        length = max(len(row) for row in rows)
+        left = self.tokenizer.padding_side == "left"
+        ids, mask = [], []
+        for row in rows:
+            gap = length - len(row)
+            ids.append([pad_id] * gap + row if left else row + [pad_id] * gap)
+            mask.append([0] * gap + [1] * len(row) if left else [1] * len(row) + [0] * gap)
+        return {"input_ids": torch.tensor(ids), "attention_mask": torch.tensor(mask)}
 
     def _logits(self, padded: Any) -> torch.Tensor:
         """One forward pass: torch on the model's device, or the int8 engine when it is set."""

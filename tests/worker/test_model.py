@@ -248,3 +248,17 @@ def test_a_tokenizer_failure_in_a_later_chunk_reaches_the_caller(
     texts = ["fine review"] * 30 + ["poison"]
     with pytest.raises(ValueError, match="cannot tokenize poison"):
         model.predict(texts)
+
+
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_padding_matches_the_tokenizers_own(model: SentimentModel, side: str) -> None:
+    rows = [model.encode(text) for text in ["a wonderful film", "bad", "great acting, great story and more"]]
+    model.tokenizer.padding_side = side
+    try:
+        ours = model.pad(rows)
+        theirs = model.tokenizer.pad({"input_ids": rows}, padding=True, return_tensors="pt")
+    finally:
+        model.tokenizer.padding_side = "right"
+    assert set(ours) == {"input_ids", "attention_mask"}
+    assert ours["input_ids"].tolist() == theirs["input_ids"].tolist()
+    assert ours["attention_mask"].tolist() == theirs["attention_mask"].tolist()
