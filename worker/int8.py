@@ -1,9 +1,10 @@
 """The CPU int8 engine: an ONNX Runtime copy of a model folder's classifier, quantized to int8.
 
-Built once per model folder (``python -m worker.int8 --model DIR``, about 10 s for MiniLM-L6),
-never on a worker's start: the classifier is exported to ONNX, its weights quantized to int8 per
-channel (dynamic quantization), and the result is kept only if it answers like the original on
-labelled reviews: at least :data:`MIN_AGREEMENT` of the fp32 labels, and accuracy within
+Built once per model folder (``python -m worker.int8 --model DIR``, 20-45 s for MiniLM-L6 here),
+never on a worker's start: the classifier is exported to ONNX, ONNX Runtime's BERT fusions are
+applied, its weights are quantized to int8 per channel (dynamic quantization), and the result is
+kept only if it answers like the original on labelled reviews: at least :data:`MIN_AGREEMENT` of
+the fp32 labels, and accuracy within
 :data:`MAX_ACCURACY_DROP`. The check is written next to it (``onnx/int8.json``), with the model
 id it was built from, so a worker never serves an int8 copy of other weights.
 
@@ -148,6 +149,7 @@ def build_int8(folder: Path, texts: Sequence[str], labels: Sequence[str] | None 
     :class:`ConfigurationError` when onnx / onnxruntime are missing.
     """
     try:
+        import onnx
         import onnxruntime
         from onnxruntime.quantization import QuantType, quantize_dynamic
     except ImportError as error:
@@ -164,9 +166,17 @@ def build_int8(folder: Path, texts: Sequence[str], labels: Sequence[str] | None 
     with tempfile.TemporaryDirectory(prefix="sentiq-int8-") as scratch:
         exported, quantized = Path(scratch) / "model.onnx", Path(scratch) / INT8_MODEL
         _export(served, exported)
+        graph = _fused(served, exported)
         logging.getLogger().setLevel(logging.ERROR)  # onnxruntime's quantizer advises pre-processing on root
         try:
-            quantize_dynamic(str(exported), str(quantized), weight_type=QuantType.QInt8, per_channel=True)
+            quantize_dynamic(
+                str(graph),
+                str(quantized),
+                weight_type=QuantType.QInt8,
+                per_channel=True,
+                # The fused attention nodes come from another operator domain, without inferred types.
+                extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+            )
         finally:
             logging.getLogger().setLevel(root_level)
         _progress(f"checking it against the fp32 model on {len(texts)} reviews ...")
@@ -205,6 +215,32 @@ def build_int8(folder: Path, texts: Sequence[str], labels: Sequence[str] | None 
 
 def _progress(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def _fused(served: Any, exported: Path) -> Path:
+    """The exported graph with ONNX Runtime's BERT fusions (attention, layer norm, GELU), if they apply.
+
+    Quantizing the fused graph only touches the matrix products: on the quick model, 98.6% label
+    agreement and accuracy 0.864 vs 0.862 in fp32 on the 500 shipped IMDB reviews, against 98.4% /
+    0.862 for the plain graph (per-tensor scales: 97.2-97.4%, -0.4 to -0.6 points).
+    """
+    config = served.model.config
+    if getattr(config, "model_type", None) != "bert":
+        return exported
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    fused = exported.with_name("model-fused.onnx")
+    try:
+        optimize_model(
+            str(exported),
+            model_type="bert",
+            num_heads=config.num_attention_heads,
+            hidden_size=config.hidden_size,
+        ).save_model_to_file(str(fused))
+    except Exception as error:  # the optimizer raises many types on graphs it does not know
+        log.warning("BERT fusions not applied (%s); quantizing the plain graph", one_line(error))
+        return exported
+    return fused
 
 
 def _export(served: Any, path: Path) -> None:
