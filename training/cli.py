@@ -183,7 +183,8 @@ def add_train_parser(commands: Any) -> None:
     fit.add_argument(
         "--preset",
         choices=sorted(PRESETS),
-        help="quick: 2,700 reviews, 128 tokens, 1 epoch (~3.5 min on 2 CPU cores); flags given override it",
+        help="quick: 2,700 reviews, 128 tokens, 1 epoch (~3.5 min on 2 CPU cores); full: 18,000 reviews, "
+        "300 tokens, 1 epoch (about an hour; give --data); flags given override it",
     )
     existing = train.add_mutually_exclusive_group()
     existing.add_argument(

@@ -40,3 +40,14 @@ def test_quick_preset_uses_bf16_where_the_cpu_runs_it_natively(monkeypatch: pyte
     assert apply_preset("quick", {})["precision"] == "auto"
     assert apply_preset("quick", {"precision": "fp32"})["precision"] == "fp32"
     assert apply_preset("quick", {})["truncation"] == "head_tail"
+
+
+def test_full_preset_is_the_measured_long_recipe(monkeypatch: pytest.MonkeyPatch) -> None:
+    import worker.device
+
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    monkeypatch.setattr(worker.device, "cpu_has_fast_bf16", lambda: True)
+    full = apply_preset("full", {"learning_rate": None})
+    assert (full["max_train_samples"], full["max_length"], full["truncation"]) == (18000, 300, "head_tail")
+    assert (full["epochs"], full["learning_rate"], full["precision"]) == (1.0, 1e-4, "bf16")
+    TrainSettings(**full)
