@@ -17,9 +17,6 @@ reference path (explanations, GPUs, folders without an int8 copy).
 from __future__ import annotations
 
 import argparse
-import csv
-import gzip
-import itertools
 import json
 import logging
 import os
@@ -35,7 +32,7 @@ from typing import Any
 
 import torch
 
-from sentiq.errors import ConfigurationError, ModelLoadError, one_line
+from sentiq.errors import ConfigurationError, DataError, ModelLoadError, one_line
 
 log = logging.getLogger(__name__)
 
@@ -67,16 +64,21 @@ class Int8Report:
     @property
     def reason(self) -> str:
         """Why the copy was refused (empty when it passed)."""
-        problems = []
-        if self.agreement < MIN_AGREEMENT:
-            problems.append(f"agreement {self.agreement:.4f} < {MIN_AGREEMENT}")
-        if (
-            self.accuracy_fp32 is not None
-            and self.accuracy_int8 is not None
-            and self.accuracy_fp32 - self.accuracy_int8 > MAX_ACCURACY_DROP
-        ):
-            problems.append(f"accuracy {self.accuracy_int8:.4f} vs {self.accuracy_fp32:.4f} in fp32")
-        return "; ".join(problems)
+        return check_problems(self.agreement, self.accuracy_fp32, self.accuracy_int8)
+
+
+def check_problems(agreement: float, accuracy_fp32: float | None, accuracy_int8: float | None) -> str:
+    """What keeps an int8 copy from being kept ("" when nothing does): the two bounds above."""
+    problems = []
+    if agreement < MIN_AGREEMENT:
+        problems.append(f"agreement {agreement:.4f} < {MIN_AGREEMENT}")
+    if (
+        accuracy_fp32 is not None
+        and accuracy_int8 is not None
+        and accuracy_fp32 - accuracy_int8 > MAX_ACCURACY_DROP
+    ):
+        problems.append(f"accuracy {accuracy_int8:.4f} vs {accuracy_fp32:.4f} in fp32")
+    return "; ".join(problems)
 
 
 class OnnxClassifier:
@@ -188,22 +190,18 @@ def build_int8(folder: Path, texts: Sequence[str], labels: Sequence[str] | None 
         if labels is not None:
             accuracy_fp32 = sum(p[0] == y for p, y in zip(reference, labels, strict=True)) / len(labels)
             accuracy_int8 = sum(p[0] == y for p, y in zip(candidate, labels, strict=True)) / len(labels)
+        agreement = round(agreement, 6)
+        accuracy_fp32 = None if accuracy_fp32 is None else round(accuracy_fp32, 6)
+        accuracy_int8 = None if accuracy_int8 is None else round(accuracy_int8, 6)
         report = Int8Report(
             model_id=served.info.model_id,
             reviews=len(texts),
-            agreement=round(agreement, 6),
-            accuracy_fp32=None if accuracy_fp32 is None else round(accuracy_fp32, 6),
-            accuracy_int8=None if accuracy_int8 is None else round(accuracy_int8, 6),
-            passed=False,
-            build_seconds=0.0,
+            agreement=agreement,
+            accuracy_fp32=accuracy_fp32,
+            accuracy_int8=accuracy_int8,
+            passed=not check_problems(agreement, accuracy_fp32, accuracy_int8),
+            build_seconds=round(time.perf_counter() - started, 2),
             onnxruntime=str(onnxruntime.__version__),
-        )
-        report = Int8Report(
-            **{
-                **asdict(report),
-                "passed": not report.reason,
-                "build_seconds": round(time.perf_counter() - started, 2),
-            }
         )
         target.mkdir(exist_ok=True)
         (target / INT8_MODEL).unlink(missing_ok=True)
@@ -267,13 +265,18 @@ def _export(served: Any, path: Path) -> None:
 
 
 def read_check_reviews(path: Path, limit: int) -> tuple[list[str], list[str] | None]:
-    """The first ``limit`` reviews of a CSV (optionally gzipped) and their labels, if it has them."""
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8", newline="") as handle:
-        rows = list(itertools.islice(csv.DictReader(handle), limit))
-    texts = [row["review"] for row in rows]
-    labels = [row["sentiment"] for row in rows] if rows and "sentiment" in rows[0] else None
-    return texts, labels
+    """The first ``limit`` reviews of a labelled file and their labels (None unless every one has one).
+
+    Read with the producer's reader (:func:`producer.reading.read_reviews`: CSV, JSON Lines or
+    text, optionally gzipped; labels as positive/negative, pos/neg or 1/0).
+    """
+    from producer.reading import read_reviews
+
+    reviews = read_reviews(path)[:limit]
+    labels = [review.label for review in reviews]
+    return [review.text for review in reviews], (
+        None if any(label is None for label in labels) else [str(label) for label in labels]
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -290,7 +293,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         texts, labels = read_check_reviews(args.data, args.max_samples)
         report = build_int8(args.model, texts, labels)
-    except (ConfigurationError, ModelLoadError, OSError, KeyError, ValueError) as error:
+    except (ConfigurationError, DataError, ModelLoadError, OSError, ValueError) as error:
         print(f"error: {one_line(error)}", file=sys.stderr)
         return 2
     print(json.dumps(asdict(report)))
