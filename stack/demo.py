@@ -19,6 +19,7 @@ import contextlib
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import FrameType
@@ -103,7 +104,13 @@ def run(settings: Settings, *, workers: int, count: int) -> int:
     return 0
 
 
+#: Set by the signal handler: a Ctrl-C that lands in a finalizer (a ``__del__``) only makes Python
+#: print "Exception ignored", so the interrupt is remembered here as well as raised.
+_interrupted = threading.Event()
+
+
 def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
+    _interrupted.set()
     raise KeyboardInterrupt
 
 
@@ -113,6 +120,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2, help="worker processes to start (default 2)")
     parser.add_argument("--count", type=int, default=500, help="reviews to stream (at most 500)")
     args = parser.parse_args(argv)
+    signal.signal(signal.SIGINT, _raise_interrupt)
     signal.signal(signal.SIGTERM, _raise_interrupt)
     settings = load_settings()
     # A queue of its own, so the demo never feeds workers that serve another model.
@@ -120,13 +128,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     queue = settings.queue.model_copy(update={"name": demo_queue, "key_prefix": demo_queue})
     settings = settings.model_copy(update={"queue": queue})
     try:
-        return run(settings, workers=args.workers, count=args.count)
+        code = run(settings, workers=args.workers, count=args.count)
     except KeyboardInterrupt:
-        say("interrupted; everything the demo started is stopped")
-        return EXIT_INTERRUPTED
+        code = EXIT_INTERRUPTED
     except SentiqError as error:
         print(f"error: {error}", file=sys.stderr)
         return exit_code_for(error)
+    if _interrupted.is_set():
+        say("interrupted; everything the demo started is stopped")
+        return EXIT_INTERRUPTED
+    return code
 
 
 if __name__ == "__main__":
