@@ -260,7 +260,7 @@ def _serve(
 ) -> int:
     # torch comes in with these (seconds): only once every cheap check above has passed.
     from worker.assembly import build_classifier
-    from worker.worker import SentiqWorker, touch_ready_file, until_redis_answers
+    from worker.worker import SentiqWorker, until_redis_answers
 
     classifier = build_classifier(settings, connection)
     queue = Queue(settings.queue.name, connection=connection, serializer=JSONSerializer)
@@ -277,7 +277,8 @@ def _serve(
             name=name,
         ),
     )
-    touch_ready_file(settings.worker.ready_file)
+    # No ready file yet: the worker's first heartbeat writes it, after RQ has installed its SIGTERM
+    # handler, so a stop right after "ready" is a warm shutdown rather than the default kill.
     try:
         worker.work(burst=burst, logging_level=settings.worker.log_level.upper())
     except ValueError:
