@@ -41,14 +41,15 @@ WORKER_STEPS: tuple[tuple[str, str, str], ...] = (
         "dequeue_job_and_maintain_ttl",
     ),
     ("gather more queued jobs (one dequeue round trip each)", "worker/worker.py", "_gather_more"),
-    ("start each job: RQ bookkeeping + payload check (pydantic)", "worker/worker.py", "_start"),
+    ("admit each job: payload check (pydantic)", "worker/worker.py", "_admit_or_refuse"),
     ("  of which payload decode (JobPayload, pydantic)", "sentiq/contract.py", "decode"),
+    ("start the batch's jobs: RQ bookkeeping, one round trip", "worker/rq_internals.py", "start_jobs"),
     ("classify (everything between start and publish)", "worker/processing.py", "classify"),
     ("  tokenization: clean + one batched tokenizer call + truncate", "worker/model.py", "encode_all"),
     ("  padding in Python (tokenizer.pad)", "transformers/tokenization_utils_base.py", "pad"),
     ("  forward pass", "torch/nn/modules/module.py", "_wrapped_call_impl"),
     ("publish results (SET + XADD, publish_once)", "sentiq/result_store.py", "publish_once"),
-    ("finish each job: RQ bookkeeping (finalize_success)", "worker/rq_internals.py", "finalize_success"),
+    ("finish the batch's jobs: RQ bookkeeping, three round trips", "worker/rq_internals.py", "finish_jobs"),
     ("worker state BUSY/IDLE (set_state)", "worker/worker.py", "set_state"),
 )
 CLIENT_STEPS: tuple[tuple[str, str, str], ...] = (

@@ -1,9 +1,11 @@
 """Every RQ internal the sentiq worker relies on, in one module (``tests/worker/test_rq_internals.py``).
 
 RQ is pinned (``rq~=3.0.0``). The worker needs a few things RQ does not offer as public API: its
-key layout (to fail a job whose record cannot be read at all), two private finalizers (to finish
-jobs that ran together in one batch with RQ's own bookkeeping), the private enqueue used by retries
-(to put a retried job at the front), and the fields of a job hash. Nothing else in sentiq names a
+key layout (to fail a job whose record cannot be read at all), the steps of RQ's start and success
+bookkeeping (to start and finish all the jobs of a batch in one round trip each, writing what RQ
+writes per job), two private finalizers (RQ's own per-job bookkeeping, for failures and for jobs
+that use RQ features sentiq does not batch), the private enqueue used by retries (to put a retried
+job at the front), and the fields of a job hash. Nothing else in sentiq names a
 private RQ attribute; the pinning test fails as soon as a new RQ changes any of them.
 
 The other half of this module is :class:`SentiqJob`, the job class of every queue and registry a
@@ -20,24 +22,23 @@ from __future__ import annotations
 import json
 import time
 import zlib
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, cast
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple, cast
 
 from redis import Redis
 from redis.client import Pipeline
+from redis.exceptions import WatchError
 from rq import Queue
 from rq.exceptions import NoSuchJobError
+from rq.executions import Execution
 from rq.job import JOB_ID_PATTERN, Job, JobStatus
 from rq.registry import FailedJobRegistry, StartedJobRegistry
 from rq.serializers import JSONSerializer
 from rq.utils import now, parse_composite_key, utcformat
-from rq.worker import BaseWorker
+from rq.worker import BaseWorker, WorkerStatus
 
 from sentiq.contract import CLASSIFY_TASK, MAX_JOB_DATA_BYTES
 from sentiq.errors import ForbiddenTaskError, UnreadableJobError
-
-if TYPE_CHECKING:
-    from rq.executions import Execution
 
 #: The RQ release these internals were read from.
 PINNED_RQ_VERSION = "3.0.0"
@@ -352,6 +353,112 @@ def finalize_success(
 def finalize_failure(worker: BaseWorker, job: Job, queue: Queue, execution: Execution, exc_info: Any) -> None:
     """RQ's own failure bookkeeping (retry at the front, or the failed registry) for such a job."""
     worker._finalize_failure(job, queue, execution, exc_info)
+
+
+class StartingJob(NamedTuple):
+    """A job about to run in a batch, the queue it came from, and fields to fill in its hash."""
+
+    job: Job
+    queue: Queue
+    filled: Mapping[Any, Any]
+
+
+def start_jobs(
+    worker: BaseWorker, starting: Sequence[StartingJob], *, remove_from_intermediate_queue: bool
+) -> list[Execution]:
+    """Record jobs that run together as started, in one round trip; returns their executions.
+
+    For each job it writes what RQ's ``prepare_execution`` and ``prepare_job_execution`` write (an
+    execution record in the job's execution registry, the started registry and the worker's
+    execution index; the job's heartbeat, ``started`` status, start time and worker; no expiry on
+    the job hash; out of the intermediate list), plus the job's filled-in fields; the worker's busy
+    state and heartbeat once. RQ's own functions do it in two round trips per job.
+    """
+    executions: list[Execution] = []
+    ttl = 0
+    with worker.connection.pipeline() as pipe:
+        for job, queue, filled in starting:
+            job_ttl = worker.get_heartbeat_ttl(job)
+            ttl = max(ttl, job_ttl)
+            executions.append(Execution.create(job, job_ttl, pipeline=pipe, worker_name=worker.name))
+            if filled:
+                pipe.hset(job.key, mapping=filled)
+            job.heartbeat(now(), job_ttl, pipeline=pipe)
+            job.prepare_for_execution(worker.name, pipeline=pipe)
+            pipe.persist(job.key)
+            if remove_from_intermediate_queue:
+                pipe.lrem(intermediate_queue_key(queue), 1, job.id)
+        worker.set_state(WorkerStatus.BUSY, pipeline=pipe)
+        worker.heartbeat(ttl, pipeline=pipe)
+        pipe.execute()
+    for execution in executions:
+        worker.executions[execution.id] = execution
+    return executions
+
+
+class FinishedJob(NamedTuple):
+    """A job of a batch that ran to the end: its queue, execution and return value (RQ's result)."""
+
+    job: Job
+    queue: Queue
+    execution: Execution
+    return_value: object
+
+
+def finish_jobs(worker: BaseWorker, finished: Sequence[FinishedJob]) -> None:
+    """RQ's success bookkeeping for jobs that ran together: three round trips for the whole batch.
+
+    For each job it writes what RQ's ``_finalize_success`` writes for a job that returned (end
+    time and heartbeat, ``finished`` status, the job hash, RQ's result record, the finished
+    registry, expiry after its result TTL, the execution removed, the worker's success count and
+    working time), in one transaction. Like RQ, it watches the jobs' dependents sets so that a
+    dependent added meanwhile is not missed. Jobs that use what this does not cover (dependents,
+    a rate limit, a group) go through RQ's own finalizer, one by one.
+    """
+    plain = [item for item in finished if not (item.job.has_rate_limit or item.job.group_id)]
+    others = [item for item in finished if item.job.has_rate_limit or item.job.group_id]
+    if plain:
+        keys = [item.job.dependents_key for item in plain]
+        with worker.connection.pipeline() as pipe:
+            while True:
+                try:
+                    pipe.watch(*keys)  # type: ignore[no-untyped-call]
+                    if pipe.exists(*keys):
+                        pipe.unwatch()
+                        others = list(finished)
+                        break
+                    pipe.multi()
+                    for item in plain:
+                        _record_success(worker, pipe, item)
+                    pipe.execute()
+                    break
+                except WatchError:
+                    continue
+    for item in others:
+        finalize_success(worker, item.job, item.queue, item.execution, item.return_value)
+
+
+def _record_success(worker: BaseWorker, pipe: Pipeline, item: FinishedJob) -> None:
+    """Queue on ``pipe`` what RQ's success path writes for one job without dependents."""
+    job, execution = item.job, item.execution
+    job.ended_at = now()
+    job.heartbeat(job.ended_at, 0, pipeline=pipe)
+    job._result = item.return_value
+    job._status = JobStatus.FINISHED
+    worker.increment_successful_job_count(pipeline=pipe)
+    worker.increment_total_working_time(job.ended_at - job.started_at, pipe)  # type: ignore[operator]
+    result_ttl = job.get_result_ttl(worker.default_result_ttl)
+    if result_ttl != 0:
+        job._handle_success(
+            result_ttl,
+            pipeline=pipe,
+            worker_name=worker.name,
+            execution_id=execution.id,
+            execution_started_at=execution.created_at,
+            execution_ended_at=job.ended_at,
+        )
+    job.cleanup(result_ttl, pipeline=pipe, remove_from_queue=False)
+    worker.cleanup_execution(job, pipeline=pipe, execution=execution)
 
 
 def fill_missing_fields(job: Job, queue: Queue, job_retries: int, failure_ttl_s: int) -> dict[Any, Any]:

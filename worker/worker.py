@@ -54,17 +54,20 @@ from worker.metrics import WorkerMetrics, engine_label, queue_wait_seconds
 from worker.processing import Classifier
 from worker.rq_internals import (
     PUBLISHED_FIELD,
+    FinishedJob,
     SentiqJob,
+    StartingJob,
     dequeued_job_error,
     fill_missing_fields,
     finalize_failure,
-    finalize_success,
+    finish_jobs,
     intermediate_job_ids,
     job_key,
     raw_job_arguments,
     record_unreadable,
     requeue_stranded,
     safe_queue,
+    start_jobs,
     started_job_ids,
     stranded_seconds,
 )
@@ -359,13 +362,31 @@ class SentiqWorker(SimpleWorker):
         self.set_state(WorkerStatus.IDLE)
 
     def _run_batch(self, batch: Sequence[tuple[Job, Queue]]) -> None:
-        admitted: list[_Admitted] = []
+        starting: list[tuple[StartingJob, JobPayload]] = []
         for job, queue in batch:
-            item = self._until_redis_answers("start a job", functools.partial(self._start, job, queue))
+            item = self._until_redis_answers(
+                "admit a job", functools.partial(self._admit_or_refuse, job, queue)
+            )
             if item is not None:
-                admitted.append(item)
-        if not admitted:
+                starting.append(item)
+        if not starting:
             return
+        executions = self._until_redis_answers(
+            "start jobs",
+            functools.partial(
+                start_jobs,
+                self,
+                [start for start, _ in starting],
+                remove_from_intermediate_queue=len(self.queues) == 1,
+            ),
+        )
+        admitted = [
+            _Admitted(start.job, start.queue, execution, payload)
+            for (start, payload), execution in zip(starting, executions, strict=True)
+        ]
+        self.metrics.observe_queue_waits(
+            [queue_wait_seconds(item.job.enqueued_at, item.job.started_at or now()) for item in admitted]
+        )
 
         started = time.perf_counter()
         with self._heartbeats.beating(lambda: self._beat(admitted)):
@@ -394,13 +415,11 @@ class SentiqWorker(SimpleWorker):
                 log.exception("could not publish the results of %d job(s)", len(admitted))
                 self._fail_all(admitted, exc_info)
                 return
-            for item, outcome in zip(admitted, outcomes, strict=True):
-                self._until_redis_answers(
-                    "finish a job",
-                    functools.partial(
-                        finalize_success, self, item.job, item.queue, item.execution, outcome.summary
-                    ),
-                )
+            finished = [
+                FinishedJob(item.job, item.queue, item.execution, outcome.summary)
+                for item, outcome in zip(admitted, outcomes, strict=True)
+            ]
+            self._until_redis_answers("finish jobs", functools.partial(finish_jobs, self, finished))
         reviews = sum(len(outcome.predictions) for outcome in outcomes)
         errors = sum(1 for outcome in outcomes for p in outcome.predictions if p.error is not None)
         elapsed = time.perf_counter() - started
@@ -426,14 +445,12 @@ class SentiqWorker(SimpleWorker):
         )
         self._record_answered(reviews, flush=self._queue_ran_dry)
 
-    def _start(self, job: Job, queue: Queue) -> _Admitted | None:
-        """Admit ``job`` and record it as started, or refuse it; ``None`` when refused."""
-        execution = self.prepare_execution(job)
+    def _admit_or_refuse(self, job: Job, queue: Queue) -> tuple[StartingJob, JobPayload] | None:
+        """The job ready to start, with its payload; ``None`` once a job wrong in itself is refused."""
         try:
-            # Admission comes first: RQ's own preparation already reads the job's function name.
             payload = self._admit(job)
         except (ForbiddenTaskError, MalformedJobError) as error:
-            self._refuse(job, queue, execution, error)
+            self._refuse(job, queue, self.prepare_execution(job), error)
             return None
         except TRANSIENT_REDIS_ERRORS:
             raise
@@ -442,17 +459,12 @@ class SentiqWorker(SimpleWorker):
             malformed = MalformedJobError(
                 f"job {job.id}: payload does not decode: {type(error).__name__}: {error}"
             )
-            self._refuse(job, queue, execution, malformed)
+            self._refuse(job, queue, self.prepare_execution(job), malformed)
             return None
         filled = fill_missing_fields(
             job, queue, self.queue_settings.job_retries, self.queue_settings.failure_ttl_s
         )
-        if filled:
-            self.connection.hset(job.key, mapping=filled)
-        self.prepare_job_execution(job, remove_from_intermediate_queue=len(self.queues) == 1)
-        job.started_at = now()
-        self.metrics.observe_queue_waits([queue_wait_seconds(job.enqueued_at, job.started_at)])
-        return _Admitted(job, queue, execution, payload)
+        return StartingJob(job, queue, filled), payload
 
     def _admit(self, job: Job) -> JobPayload:
         """The job's payload, if it is a sentiq classify job; raises without running anything otherwise."""

@@ -14,7 +14,9 @@ import pytest
 import rq
 import rq.utils
 from redis import Redis
+from redis.connection import Connection
 from rq import Queue, SimpleWorker
+from rq.executions import Execution
 from rq.intermediate_queue import IntermediateQueue
 from rq.job import Job
 from rq.registry import FailedJobRegistry, StartedJobRegistry, clean_registries
@@ -22,7 +24,17 @@ from rq.serializers import JSONSerializer
 from rq.worker import BaseWorker
 
 from sentiq.contract import CLASSIFY_TASK
-from worker.rq_internals import PINNED_RQ_VERSION, SentiqJob, intermediate_queue_key, job_key
+from worker.rq_internals import (
+    PINNED_RQ_VERSION,
+    FinishedJob,
+    SentiqJob,
+    StartingJob,
+    finalize_success,
+    finish_jobs,
+    intermediate_queue_key,
+    job_key,
+    start_jobs,
+)
 
 
 def parameters(function: object) -> list[str]:
@@ -56,6 +68,32 @@ def test_private_methods_the_worker_calls() -> None:
         "execution",
     ]
     assert hasattr(BaseWorker, "max_connection_wait_time")
+    # The steps of RQ's start and success bookkeeping that start_jobs and finish_jobs write in one go
+    # (their effect is compared with RQ's own in the batched-bookkeeping tests below).
+    assert parameters(Execution.create) == ["job", "ttl", "pipeline", "worker_name"]
+    assert parameters(Job.prepare_for_execution) == ["self", "worker_name", "pipeline"]
+    assert parameters(Job._handle_success) == [
+        "self",
+        "result_ttl",
+        "pipeline",
+        "worker_name",
+        "execution_id",
+        "execution_started_at",
+        "execution_ended_at",
+    ]
+    assert parameters(Job.cleanup) == ["self", "ttl", "pipeline", "remove_from_queue"]
+    assert parameters(BaseWorker.cleanup_execution) == ["self", "job", "pipeline", "execution"]
+    assert parameters(BaseWorker.increment_total_working_time) == ["self", "job_execution_time", "pipeline"]
+    success = inspect.getsource(BaseWorker.handle_job_success)
+    for step in (
+        "pipeline.watch(job.dependents_key)",
+        "increment_successful_job_count",
+        "job._handle_success(",
+        "job.cleanup(",
+        "self.cleanup_execution(",
+        "release_slot(job)",
+    ):
+        assert step in success, step
 
 
 def test_job_fields_sentiq_job_neutralises() -> None:
@@ -153,3 +191,183 @@ def test_a_fetched_job_is_saved_with_its_data_bytes_unchanged_and_not_recompress
     finally:
         redis_client.delete(job.key, queue.key)
         redis_client.srem("rq:queues", queue.key)
+
+
+# -- batched start and finish: what RQ writes, in fewer round trips --------------------------
+
+
+def _plain_worker(queue: Queue) -> SimpleWorker:
+    worker = SimpleWorker(
+        [queue], connection=queue.connection, job_class=SentiqJob, serializer=JSONSerializer
+    )
+    worker.register_birth()  # type: ignore[no-untyped-call]
+    return worker
+
+
+def _enqueue(queue: Queue, count: int, **options: object) -> list[SentiqJob]:
+    jobs = []
+    for _ in range(count):
+        queued = queue.enqueue(CLASSIFY_TASK, {"v": 1, "reviews": [{"id": "r", "text": "fine"}]}, **options)
+        popped = queue.connection.lmove(queue.key, intermediate_queue_key(queue), "LEFT", "RIGHT")
+        assert popped is not None and popped.decode() == queued.id
+        jobs.append(SentiqJob.fetch(queued.id, connection=queue.connection, serializer=JSONSerializer))
+    return jobs
+
+
+def _footprint(redis: Redis, queue: Queue, worker: SimpleWorker, job_id: str) -> dict[str, object]:
+    """Everything RQ keeps about one job, with ids and times left out so that two jobs compare."""
+    fields = {key.decode(): value for key, value in redis.hgetall(job_key(job_id)).items()}
+    ttl = redis.ttl(job_key(job_id))
+    started = [
+        member.decode()
+        for member in redis.zrange(StartedJobRegistry(queue.name, connection=redis).key, 0, -1)
+    ]
+    executions = [key.decode() for key in redis.scan_iter(match=f"rq:execution:{job_id}:*")]
+    worker_executions = [member.decode() for member in redis.smembers(f"rq:worker:{worker.name}:executions")]
+    results = Job.fetch(job_id, connection=redis, serializer=JSONSerializer).results()
+    return {
+        "fields": sorted(fields),
+        "status": fields.get("status", b"").decode(),
+        "worker_name": fields.get("worker_name") == worker.name.encode(),
+        "data": redis.hget(job_key(job_id), "data"),
+        "expires": "never" if ttl == -1 else ("soon" if ttl > 0 else ttl),
+        "started_registry": sum(member.startswith(f"{job_id}:") for member in started),
+        "finished_registry": redis.zscore(f"rq:finished:{queue.name}", job_id) is not None,
+        "intermediate": job_id.encode() in redis.lrange(intermediate_queue_key(queue), 0, -1),
+        "executions": len(executions),
+        "worker_executions": sum(member.startswith(f"{job_id}:") for member in worker_executions),
+        "results": [(result.type.name, result.return_value) for result in results],
+    }
+
+
+def _forget(redis: Redis, queue: Queue, worker: SimpleWorker, job_ids: list[str]) -> None:
+    keys = [key for job_id in job_ids for key in redis.scan_iter(match=f"rq:*{job_id}*")]
+    keys += [key for key in redis.scan_iter(match=f"rq:*{queue.name}*")]
+    keys += [key for key in redis.scan_iter(match=f"rq:worker:{worker.name}*")]
+    if keys:
+        redis.delete(*keys)
+    redis.srem("rq:queues", queue.key)
+    redis.srem("rq:workers", worker.key)
+    redis.srem(f"rq:workers:{queue.name}", worker.key)
+
+
+def test_batched_start_and_finish_write_what_rqs_own_bookkeeping_writes(redis_client: Redis) -> None:
+    queue = Queue(
+        f"pin-{time.time_ns()}", connection=redis_client, serializer=JSONSerializer, job_class=SentiqJob
+    )
+    worker = _plain_worker(queue)
+    ours, theirs = _enqueue(queue, 2, result_ttl=600, failure_ttl=60, ttl=900)
+    try:
+        execution = worker.prepare_execution(theirs)
+        worker.prepare_job_execution(theirs, remove_from_intermediate_queue=True)
+        [our_execution] = start_jobs(
+            worker, [StartingJob(ours, queue, {})], remove_from_intermediate_queue=True
+        )
+        started = _footprint(redis_client, queue, worker, ours.id)
+        assert started == _footprint(redis_client, queue, worker, theirs.id)
+        assert started["status"] == "started" and started["started_registry"] == 1
+        assert started["expires"] == "never" and not started["intermediate"]
+        assert our_execution.id in worker.executions
+
+        counts_before = redis_client.hmget(worker.key, "successful_job_count", "total_working_time")
+        finalize_success(worker, theirs, queue, execution, {"reviews": 1})
+        counts_between = redis_client.hmget(worker.key, "successful_job_count", "total_working_time")
+        finish_jobs(worker, [FinishedJob(ours, queue, our_execution, {"reviews": 1})])
+        counts_after = redis_client.hmget(worker.key, "successful_job_count", "total_working_time")
+
+        finished = _footprint(redis_client, queue, worker, ours.id)
+        assert finished == _footprint(redis_client, queue, worker, theirs.id)
+        assert finished["status"] == "finished" and finished["finished_registry"]
+        assert finished["expires"] == "soon" and finished["started_registry"] == 0
+        assert finished["executions"] == 0 and finished["worker_executions"] == 0
+        assert finished["results"] == [("SUCCESSFUL", {"reviews": 1})]
+        assert our_execution.id not in worker.executions
+        assert int(counts_after[0] or 0) - int(counts_between[0] or 0) == 1
+        assert int(counts_between[0] or 0) - int(counts_before[0] or 0) == 1
+        assert float(counts_after[1] or 0) > float(counts_between[1] or 0)
+    finally:
+        _forget(redis_client, queue, worker, [ours.id, theirs.id])
+
+
+def test_filled_fields_are_written_with_the_start(redis_client: Redis) -> None:
+    queue = Queue(
+        f"pin-{time.time_ns()}", connection=redis_client, serializer=JSONSerializer, job_class=SentiqJob
+    )
+    worker = _plain_worker(queue)
+    [job] = _enqueue(queue, 1)
+    try:
+        start_jobs(
+            worker, [StartingJob(job, queue, {"retries_left": "3"})], remove_from_intermediate_queue=False
+        )
+        assert redis_client.hget(job.key, "retries_left") == b"3"
+        assert redis_client.lrange(intermediate_queue_key(queue), 0, -1) == [job.id.encode()]
+    finally:
+        _forget(redis_client, queue, worker, [job.id])
+
+
+def test_a_batch_starts_in_one_round_trip_and_finishes_in_three(
+    redis_client: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    queue = Queue(
+        f"pin-{time.time_ns()}", connection=redis_client, serializer=JSONSerializer, job_class=SentiqJob
+    )
+    worker = _plain_worker(queue)
+    jobs = _enqueue(queue, 20)
+    sent: list[int] = []
+    real_send = Connection.send_packed_command
+
+    def counting_send(self: Connection, command: object, check_health: bool = True) -> None:
+        sent.append(1)
+        real_send(self, command, check_health)  # type: ignore[arg-type]
+
+    try:
+        monkeypatch.setattr(Connection, "send_packed_command", counting_send)
+        executions = start_jobs(
+            worker, [StartingJob(job, queue, {}) for job in jobs], remove_from_intermediate_queue=True
+        )
+        assert len(sent) == 1
+        sent.clear()
+        finish_jobs(
+            worker,
+            [
+                FinishedJob(job, queue, execution, None)
+                for job, execution in zip(jobs, executions, strict=True)
+            ],
+        )
+        assert len(sent) == 3  # WATCH, EXISTS, MULTI...EXEC
+        monkeypatch.undo()
+        assert {_footprint(redis_client, queue, worker, job.id)["status"] for job in jobs} == {"finished"}
+    finally:
+        monkeypatch.undo()
+        _forget(redis_client, queue, worker, [job.id for job in jobs])
+
+
+def test_a_job_with_dependents_is_finished_by_rq_and_its_dependents_are_enqueued(redis_client: Redis) -> None:
+    queue = Queue(
+        f"pin-{time.time_ns()}", connection=redis_client, serializer=JSONSerializer, job_class=SentiqJob
+    )
+    worker = _plain_worker(queue)
+    [parent, plain] = _enqueue(queue, 2)
+    dependent = queue.enqueue(
+        CLASSIFY_TASK, {"v": 1, "reviews": [{"id": "d", "text": "x"}]}, depends_on=parent.id
+    )
+    try:
+        assert dependent.get_status() == "deferred"
+        executions = start_jobs(
+            worker,
+            [StartingJob(job, queue, {}) for job in (parent, plain)],
+            remove_from_intermediate_queue=True,
+        )
+        finish_jobs(
+            worker,
+            [
+                FinishedJob(job, queue, execution, None)
+                for job, execution in zip((parent, plain), executions, strict=True)
+            ],
+        )
+        assert dependent.get_status(refresh=True) == "queued"
+        assert dependent.id.encode() in redis_client.lrange(queue.key, 0, -1)
+        for job in (parent, plain):
+            assert _footprint(redis_client, queue, worker, job.id)["status"] == "finished"
+    finally:
+        _forget(redis_client, queue, worker, [parent.id, plain.id, dependent.id])
