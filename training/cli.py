@@ -1,5 +1,5 @@
 """Command line of ``python -m training`` (also installed as ``sentiq-train``): ``train``, ``evaluate``,
-``explain`` and ``distill``.
+``explain``, ``distill`` and ``search``.
 
 Heavy libraries (torch, transformers, datasets) are imported only once a command runs, so
 ``--help`` and argument errors answer at once.
@@ -36,6 +36,18 @@ from sentiq.text import TRUNCATION_MODES
 from training.output_folder import ExistingModel, should_train
 from training.presets import PRESETS, apply_preset
 from training.report import read_metrics
+from training.search import (
+    DEFAULT_SEARCH_DIR,
+    GRID_FIELDS,
+    SEARCH_JSON,
+    SEARCH_MD,
+    TEST_DATA_REFUSED,
+    command_line,
+    markdown_table,
+    plan_search,
+    ranked,
+    run_search,
+)
 
 log = logging.getLogger("training")
 
@@ -57,6 +69,9 @@ _TRAIN_FLAGS = (
     "precision",
 )
 
+#: The train settings every trial of a search shares (the grid's, the output folder and test data aside).
+_SEARCH_FLAGS = tuple(name for name in _TRAIN_FLAGS if name not in ("test_data", "output_dir", *GRID_FIELDS))
+
 _DISTILL_FLAGS = (
     "data",
     "test_data",
@@ -72,7 +87,7 @@ _DISTILL_FLAGS = (
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``python -m training`` parser: ``train``, ``evaluate``, ``explain`` and ``distill``."""
+    """The ``python -m training`` parser: ``train``, ``evaluate``, ``explain``, ``distill`` and ``search``."""
     parser = argparse.ArgumentParser(
         prog="python -m training",
         description="Fine-tune sentiq's sentiment model, score model folders and explain predictions.",
@@ -81,7 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
             "  python -m training train --base-model bundled --preset quick   # ~3.5 min on 2 CPU cores\n"
             "  python -m training train --data imdb_train.csv.gz --test-data imdb_test.csv.gz\n"
             "  python -m training evaluate --model models/sentiment --data reviews.csv --json\n"
-            '  python -m training explain --model models/sentiment "A moving film." --html e.html\n\n'
+            '  python -m training explain --model models/sentiment "A moving film." --html e.html\n'
+            "  python -m training search --base-model bundled --learning-rate 1e-4 2e-4 --epochs 1 2\n\n"
             "Every train option can also be set in the environment (SENTIQ_TRAIN_EPOCHS=1, ...) or .env;\n"
             "flags win over the environment.\n\n"
             + EXIT_STATUS_SUMMARY
@@ -92,12 +108,13 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     commands = parser.add_subparsers(
-        dest="command", required=True, metavar="{train,evaluate,explain,distill}"
+        dest="command", required=True, metavar="{train,evaluate,explain,distill,search}"
     )
     add_train_parser(commands)
     add_evaluate_parser(commands)
     add_explain_parser(commands)
     add_distill_parser(commands)
+    add_search_parser(commands)
     return parser
 
 
@@ -117,14 +134,39 @@ def add_train_parser(commands: Any) -> None:
             "where the hub is reachable."
         ),
     )
-    data = train.add_argument_group("data")
+    add_training_options(train)
+    existing = train.add_mutually_exclusive_group()
+    existing.add_argument(
+        "--force", action="store_true", help="retrain and replace a model already in --output-dir"
+    )
+    existing.add_argument(
+        "--if-missing",
+        action="store_true",
+        help="do nothing (exit 0) when --output-dir already holds a model",
+    )
+
+
+def add_training_options(parser: argparse.ArgumentParser, *, grid: bool = False) -> None:
+    """The options ``train`` and ``search`` share; each defaults to the environment's ``SENTIQ_TRAIN_*``.
+
+    With ``grid`` (``search``): learning rate, epochs, truncation and max length take one or more
+    values, a trial per combination; ``--output-dir`` is the search's folder; ``--test-data`` is
+    hidden and refused, as a search never reads a test set.
+    """
+    many: dict[str, Any] = {"nargs": "+"} if grid else {}
+    each = "; several: a trial per value" if grid else ""
+    data = parser.add_argument_group("data")
     data.add_argument(
         "--data",
         action="append",
         metavar="PATH",
         help="training file, folder of files or hub dataset; repeatable (default: the shipped IMDB sample)",
     )
-    data.add_argument("--test-data", metavar="PATH", help="labelled file scored once after training")
+    data.add_argument(
+        "--test-data",
+        metavar="PATH",
+        help=argparse.SUPPRESS if grid else "labelled file scored once after training",
+    )
     data.add_argument(
         "--validation-fraction",
         type=float,
@@ -138,30 +180,51 @@ def add_train_parser(commands: Any) -> None:
         help="use at most N training reviews (seeded random choice)",
     )
     data.add_argument("--max-eval-samples", type=int, metavar="N", help="use at most N validation reviews")
-    model = train.add_argument_group("model")
+    model = parser.add_argument_group("model")
     model.add_argument(
         "--base-model",
         metavar="ID|PATH|bundled",
         help=f"hub id, local model folder, or 'bundled' (offline MiniLM) (default {DEFAULT_BASE_MODEL})",
     )
+    if grid:
+        model.add_argument(
+            "--output-dir",
+            type=Path,
+            default=DEFAULT_SEARCH_DIR,
+            metavar="DIR",
+            help=f"a model folder per trial, {SEARCH_JSON} and {SEARCH_MD} (default {DEFAULT_SEARCH_DIR})",
+        )
+    else:
+        model.add_argument(
+            "--output-dir",
+            type=Path,
+            metavar="DIR",
+            help=f"model folder to write (default {_DEFAULTS.output_dir})",
+        )
     model.add_argument(
-        "--output-dir",
-        type=Path,
-        metavar="DIR",
-        help=f"model folder to write (default {_DEFAULTS.output_dir})",
-    )
-    model.add_argument(
-        "--max-length", type=int, metavar="N", help=f"tokens per review (default {_DEFAULTS.max_length})"
+        "--max-length",
+        type=int,
+        metavar="N",
+        help=f"tokens per review (default {_DEFAULTS.max_length}){each}",
+        **many,
     )
     model.add_argument(
         "--truncation",
         choices=TRUNCATION_MODES,
-        help="head: a long review's first tokens; head_tail: its first quarter and last three quarters",
+        help="head: a long review's first tokens; head_tail: its first quarter and last three quarters"
+        + each,
+        **many,
     )
-    fit = train.add_argument_group("training")
-    fit.add_argument("--epochs", type=float, metavar="N", help=f"(default {_DEFAULTS.epochs:g})")
+    fit = parser.add_argument_group("training")
     fit.add_argument(
-        "--learning-rate", type=float, metavar="LR", help=f"(default {_DEFAULTS.learning_rate:g})"
+        "--epochs", type=float, metavar="N", help=f"(default {_DEFAULTS.epochs:g}){each}", **many
+    )
+    fit.add_argument(
+        "--learning-rate",
+        type=float,
+        metavar="LR",
+        help=f"(default {_DEFAULTS.learning_rate:g}){each}",
+        **many,
     )
     fit.add_argument(
         "--batch-size",
@@ -186,14 +249,42 @@ def add_train_parser(commands: Any) -> None:
         help="quick: 2,700 reviews, 128 tokens, 1 epoch (~3.5 min on 2 CPU cores); full: 18,000 reviews, "
         "300 tokens, 1 epoch (about an hour; give --data); flags given override it",
     )
-    existing = train.add_mutually_exclusive_group()
-    existing.add_argument(
-        "--force", action="store_true", help="retrain and replace a model already in --output-dir"
+
+
+def add_search_parser(commands: Any) -> None:
+    """Options of ``search``: ``train``'s, with several values for the grid's four."""
+    search = commands.add_parser(
+        "search",
+        help="train once per combination of learning rates, epochs, truncations and max lengths; "
+        "rank the trials by validation accuracy",
+        description=(
+            "A grid search: one train run (a trial) per combination of the --learning-rate, --epochs, "
+            "--truncation and --max-length values given, each into its own model folder under "
+            "--output-dir (e.g. lr1e-4-e1-head_tail), without the int8 copy train builds. The other "
+            "options are shared by all trials, resolved as train's (environment < --preset < flags). "
+            "Trials are ranked by the validation accuracy of their best epoch, on the split held out "
+            "from the training data: a search never reads a test set (no --test-data; "
+            "SENTIQ_TRAIN_TEST_DATA is ignored)."
+        ),
+        epilog=(
+            "example (6 trials):\n"
+            "  python -m training search --base-model bundled --data train.csv.gz \\\n"
+            "      --max-train-samples 2000 --max-length 128 --learning-rate 5e-5 1e-4 2e-4 \\\n"
+            "      --epochs 1 2 --truncation head_tail   # --output-dir runs/search\n\n"
+            "After each trial a progress line is printed; search.json and search.md (the trials ranked, "
+            "best first, with the command line and the shared settings) are rewritten in --output-dir, "
+            "and the table is printed at the end. A failing trial is recorded and the search goes on; "
+            "the exit status is non-zero only when every trial failed. Run again, a search keeps the "
+            "trials already trained with the same settings (--force retrains them). Score the chosen "
+            "folder once on a test set with: python -m training evaluate --model DIR --data TEST"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    existing.add_argument(
-        "--if-missing",
+    add_training_options(search, grid=True)
+    search.add_argument(
+        "--force",
         action="store_true",
-        help="do nothing (exit 0) when --output-dir already holds a model",
+        help="retrain trials whose folder already holds a model (default: keep and report them)",
     )
 
 
@@ -376,7 +467,8 @@ def add_distill_parser(commands: Any) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``python -m training``; returns the exit status (see :data:`sentiq.errors.EXIT_STATUS_SUMMARY`)."""
-    args = build_parser().parse_args(argv)
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(arguments)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
@@ -387,6 +479,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_explain(args)
         if args.command == "distill":
             return run_distill(args)
+        if args.command == "search":
+            return run_search_command(args, arguments)
         return run_evaluate(args)
     except SentiqError as error:
         print(f"error: {error}", file=sys.stderr)
@@ -425,6 +519,36 @@ def run_train(args: argparse.Namespace) -> int:
             parts.append(f"{split} accuracy {metrics[split]['accuracy']:.4f}")
     parts.append(f"{metrics['wall_time_s'] / 60:.1f} min")
     print("; ".join(parts))
+    return 0
+
+
+def run_search_command(args: argparse.Namespace, arguments: Sequence[str]) -> int:
+    """``search``: plan every trial (all checks before the first trains), run them, print the table.
+
+    Exits non-zero only when every trial failed: with the status of the first trial's error.
+    """
+    if args.test_data is not None:
+        raise ConfigurationError(TEST_DATA_REFUSED)
+    plan = plan_search(
+        flags={name: getattr(args, name) for name in _SEARCH_FLAGS},
+        grid={name: getattr(args, name) for name in GRID_FIELDS},
+        preset=args.preset,
+        output_dir=args.output_dir,
+        force=args.force,
+        command=command_line(arguments),
+    )
+    results = run_search(plan)
+    print(markdown_table(results))
+    failed = [result for result in results if result.status == "failed"]
+    if len(failed) == len(results):
+        print(f"error: all {len(results)} trials failed; the first: {failed[0].error}", file=sys.stderr)
+        return failed[0].exit_status
+    best = ranked(results)[0]
+    print(
+        f"best: {best.trial.name} (validation accuracy {best.validation.get('accuracy', float('nan')):.4f}) "
+        f"in {best.trial.folder}; {len(failed)} of {len(results)} trials failed; "
+        f"{SEARCH_JSON} and {SEARCH_MD} written to {plan.output_dir}"
+    )
     return 0
 
 

@@ -78,11 +78,15 @@ def train(
     existing: ExistingModel = ExistingModel.REFUSE,
     precision: Precision = "auto",
     preset: str | None = None,
+    int8_copy: bool = True,
 ) -> TrainOutcome:
     """Train per ``settings`` into ``settings.output_dir``; see the module docstring.
 
     Everything that can fail cheaply (output folder, data, base model, max length) is checked
-    before training starts.
+    before training starts. ``int8_copy=False`` leaves out the folder's CPU int8 copy
+    (:func:`build_int8_copy`, 20-45 s on 2 CPU cores), for runs whose folders are compared rather
+    than served, such as ``search`` trials; workers serve such a folder with torch until
+    ``python -m worker.int8 --model DIR`` builds the copy.
     """
     started = time.monotonic()
     folder = settings.output_dir
@@ -150,7 +154,10 @@ def train(
         write_model_card(staging, metrics)
         publish(staging, folder)
     log.info("model %s written to %s", metrics["model_id"], folder)
-    build_int8_copy(folder, data.validation)
+    if int8_copy:
+        build_int8_copy(folder, data.validation)
+    else:
+        log.info("int8 copy left out (python -m worker.int8 --model %s builds it)", folder)
     return TrainOutcome(output_dir=folder, trained=True, metrics=metrics)
 
 
