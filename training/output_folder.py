@@ -22,6 +22,7 @@ from typing import Any
 
 from sentiq.errors import ConfigurationError
 from sentiq.model_folder import WEIGHT_FILES, has_model
+from training.report import SPLIT_FILE_NAMES
 
 PUBLISHED_FILE_MODE = 0o644
 #: Model families recognised in a base model's name, most specific first (``tinybert`` before ``bert``).
@@ -142,9 +143,14 @@ def weights_digest(folder: Path) -> str:
 
 
 def _short_data_name(name: str) -> str:
-    # "imdb_train_sample.csv.gz" -> "imdb"; "stanfordnlp/sst2:validation" -> "sst2"
-    bare = name.replace("\\", "/").rsplit("/", 1)[-1].split(":", 1)[0].lower()
-    return next((part for part in re.split(r"[^a-z0-9]+", bare) if part), "data")
+    # "imdb_train_sample.csv.gz" -> "imdb"; "stanfordnlp/sst2:validation" -> "sst2";
+    # "imdb/train.csv.gz" (a file named by its split, with its folder) -> "imdb"
+    components = name.replace("\\", "/").split(":", 1)[0].lower().split("/")
+    for component in reversed(components):
+        first = next((part for part in re.split(r"[^a-z0-9]+", component) if part), "")
+        if first and first not in SPLIT_FILE_NAMES:
+            return first
+    return "data"
 
 
 def _slug(text: str) -> str:

@@ -23,11 +23,22 @@ KNOWN_DATASETS = (
 )
 
 
+#: File names that say only which split a file holds; such a file is named with its folder
+#: (``imdb/train.csv.gz``), since the folder is what says which data set it is.
+SPLIT_FILE_NAMES = frozenset({"train", "test", "dev", "val", "valid", "validation", "all", "data"})
+
+
 def portable_source(source: str) -> str:
     """A data source or base model as a model folder records it: local paths by their file or folder
-    name (a model folder must not carry the training machine's paths), hub names as given."""
+    name (a model folder must not carry the training machine's paths), hub names as given.
+
+    A file named only by its split (``…/imdb/train.csv.gz``) keeps its folder's name too
+    (``imdb/train.csv.gz``): ``train.csv.gz`` alone would not say what the model was trained on.
+    """
     path = Path(source)
     if path.is_absolute() or source.startswith(("~", ".")) or path.exists():
+        if path.name.split(".", 1)[0].lower() in SPLIT_FILE_NAMES and path.parent.name not in ("", ".", ".."):
+            return f"{path.parent.name}/{path.name}"
         return path.name or source
     return source
 

@@ -59,7 +59,9 @@ def sample_file(path: Path, source: Path, rows: int) -> Path:
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("train-e2e")
+    # Files named by their split, in a folder named after the data set, as ../shared/data/imdb/ holds them.
+    folder = tmp_path_factory.mktemp("train-e2e") / "imdb"
+    folder.mkdir()
     sample_file(folder / "train.csv", TRAIN_SAMPLE, 64)
     sample_file(folder / "test.csv", TEST_SAMPLE, 40)
     return folder
@@ -118,13 +120,13 @@ def test_the_folder_holds_exactly_what_a_worker_needs(trained: Path) -> None:
 def test_metrics_json(trained: Path, workspace: Path, tiny_base_model_dir: Path) -> None:
     metrics = read_metrics(trained)
     assert set(metrics) == METRICS_KEYS
-    assert re.fullmatch(r"bert-l2-h32-train-\d{8}-[0-9a-f]{8}", metrics["model_id"])
+    assert re.fullmatch(r"bert-l2-h32-imdb-\d{8}-[0-9a-f]{8}", metrics["model_id"])
     assert (metrics["max_length"], metrics["truncation"]) == (64, "head_tail")
     assert metrics["labels"] == {"negative": 0, "positive": 1}
     assert metrics["data"]["train_size"] == 48
     assert metrics["data"]["validation_size"] == 16
     assert metrics["data"]["test_size"] == 40
-    assert metrics["data"]["train_sources"] == ["train.csv"]
+    assert metrics["data"]["train_sources"] == ["imdb/train.csv"]
     assert [row["epoch"] for row in metrics["history"]] == [1.0, 2.0]
     for row in metrics["history"]:
         assert row["train_loss"] > 0

@@ -241,5 +241,13 @@ def test_model_ids_for_known_families(tmp_path: Path) -> None:
         when=when,
     )
     assert tinybert.startswith("tinybert-l4-h312-imdb-sst2-20260102-")
+    split_files = derive_model_id(
+        base_names=["bundled"],
+        architecture={"model_type": "bert", "layers": 6, "hidden_size": 384},
+        data_names=["imdb/train.csv.gz", "train.csv"],
+        weights_folder=tmp_path,
+        when=when,
+    )
+    assert split_files.startswith("bert-l6-h384-imdb-data-20260102-")
     with pytest.raises(ConfigurationError, match="no weights file"):
         weights_digest(tmp_path / "empty")

@@ -138,7 +138,12 @@ def test_card_of_a_bundled_minilm_run(tmp_path: Path) -> None:
 
 def test_portable_names() -> None:
     assert portable_source("/srv/sentiq/data/imdb_test.csv.gz") == "imdb_test.csv.gz"
-    assert portable_source("./data/train.csv") == "train.csv"
+    assert portable_source("./data/train.csv") == "data/train.csv"
+    # A file named by its split keeps its folder's name, and that is the data set it names.
+    assert portable_source("/work/shared/data/imdb/train.csv.gz") == "imdb/train.csv.gz"
+    assert dataset_id("/work/shared/data/imdb/train.csv.gz") == "stanfordnlp/imdb"
+    assert portable_source("/srv/reviews/dev.jsonl") == "reviews/dev.jsonl"
+    assert portable_source("/srv/reviews/movies.jsonl") == "movies.jsonl"
     assert portable_source("stanfordnlp/imdb:test") == "stanfordnlp/imdb:test"  # a hub name stays
     assert dataset_id("imdb:test") == "stanfordnlp/imdb"
     assert dataset_id("/x/rotten_tomatoes.csv") == "cornell-movie-review-data/rotten_tomatoes"
