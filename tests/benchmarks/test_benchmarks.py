@@ -186,3 +186,16 @@ def test_queue_profile_ranks_the_worker_and_client_steps(tmp_path: Path, redis_u
     assert profile["worker"]["redis_round_trips"] > 0
     client_steps = {row["step"]: row for row in profile["client"]["steps"]}
     assert client_steps["results: parse predictions (Prediction.from_json)"]["calls"] == 64
+
+
+@pytest.mark.slow
+def test_job_overhead_compares_packed_and_single_review_jobs(redis_url: str) -> None:
+    result = _run_module(
+        "benchmarks.job_overhead", "--reviews", "40", "--repeats", "1", "--redis-url", redis_url
+    )
+    measured = json.loads(result.stdout)
+    assert measured["reviews"] == 40 and measured["reviews_per_job_packed"] > 1
+    assert measured["packed_reviews_per_second"] > 0 and measured["single_review_jobs_per_second"] > 0
+    assert measured["single_vs_packed"] == pytest.approx(
+        measured["single_review_jobs_per_second"] / measured["packed_reviews_per_second"]
+    )
