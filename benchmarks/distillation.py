@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from benchmarks.serving import redis_url_or_private
 from benchmarks.throughput import (
     DEFAULT_DATA,
     REPO_ROOT,
@@ -209,13 +210,9 @@ def redis_for(args: argparse.Namespace) -> Iterator[str | None]:
     """The Redis URL of ``--through-worker``: ``--redis-url``, else a private server; None without it."""
     if not args.through_worker:
         yield None
-    elif args.redis_url:
-        yield args.redis_url
     else:
-        from stack.embedded_redis import EmbeddedRedis
-
-        with EmbeddedRedis() as server:
-            yield server.url
+        with redis_url_or_private(args.redis_url) as url:
+            yield url
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -13,16 +13,15 @@ alternating, best of ``--repeats``; a private Redis unless ``--redis-url``.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import sys
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from benchmarks.model_folders import near_zero_folder
-from benchmarks.serving import serving, submit_and_wait
+from benchmarks.serving import redis_url_or_private, serving, submit_and_wait
 from benchmarks.throughput import DEFAULT_DATA, load_reviews
 from producer import Client
 
@@ -58,17 +57,6 @@ def measure_job_overhead(
     }
 
 
-@contextlib.contextmanager
-def _redis(url: str | None) -> Iterator[str]:
-    if url:
-        yield url
-        return
-    from stack.embedded_redis import EmbeddedRedis
-
-    with EmbeddedRedis() as server:
-        yield server.url
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Measure and print one JSON object."""
     parser = argparse.ArgumentParser(
@@ -80,7 +68,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--redis-url", help="use this Redis instead of a private one")
     args = parser.parse_args(argv)
     texts = load_reviews(args.data, args.reviews)
-    with tempfile.TemporaryDirectory(prefix="sentiq-job-overhead-") as scratch, _redis(args.redis_url) as url:
+    with (
+        tempfile.TemporaryDirectory(prefix="sentiq-job-overhead-") as scratch,
+        redis_url_or_private(args.redis_url) as url,
+    ):
         folder = near_zero_folder(Path(scratch) / "near-zero", texts[:500])
         result = measure_job_overhead(folder, texts, url, args.repeats)
     print(json.dumps(result, indent=2))

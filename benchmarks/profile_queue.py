@@ -27,9 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.model_folders import NEAR_ZERO_MAX_LENGTH, near_zero_folder
-from benchmarks.serving import serving
+from benchmarks.serving import redis_url_or_private, serving
 from benchmarks.throughput import DEFAULT_DATA, REPO_ROOT, load_reviews
-from stack.embedded_redis import EmbeddedRedis
 
 PROFILING_PATH = Path(__file__).resolve().parent / "_profiling"
 
@@ -226,14 +225,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.output.mkdir(parents=True, exist_ok=True)
     texts = load_reviews(args.data, args.count)
-    server = None if args.redis_url else EmbeddedRedis().start()
-    try:
-        with tempfile.TemporaryDirectory(prefix="sentiq-profile-") as scratch:
-            url = args.redis_url or server.url  # type: ignore[union-attr]
-            result = profile_queue(texts, url, Path(scratch), args.output, max_length=args.max_length)
-    finally:
-        if server is not None:
-            server.stop()
+    with (
+        redis_url_or_private(args.redis_url) as url,
+        tempfile.TemporaryDirectory(prefix="sentiq-profile-") as scratch,
+    ):
+        result = profile_queue(texts, url, Path(scratch), args.output, max_length=args.max_length)
     table = markdown(result)
     print(table)
     (args.output / "profile.json").write_text(json.dumps(result, indent=2), encoding="utf-8")

@@ -16,6 +16,7 @@ from pathlib import Path
 from benchmarks.machine import peak_rss_mib
 from producer import Client
 from sentiq.settings import Settings, load_settings
+from stack.embedded_redis import EmbeddedRedis
 from stack.namespace import delete_namespace
 from stack.worker_processes import WorkerProcesses
 
@@ -69,6 +70,16 @@ def serving(
         with Client.from_settings(settings) as client:
             # The one namespace clean-up the tests use too: queue, registries, jobs, result store.
             delete_namespace(client.redis, name)
+
+
+@contextlib.contextmanager
+def redis_url_or_private(url: str | None) -> Iterator[str]:
+    """``url`` when given, else the URL of a private Redis server started here and stopped after."""
+    if url:
+        yield url
+        return
+    with EmbeddedRedis() as server:
+        yield server.url
 
 
 def submit_and_wait(client: Client, texts: Sequence[str], timeout_s: float = 1800) -> tuple[float, float]:

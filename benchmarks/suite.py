@@ -34,9 +34,8 @@ from benchmarks.model_folders import (
     tinybert_shape_folder,
 )
 from benchmarks.queue_ceiling import measure_ceiling
-from benchmarks.serving import serving
+from benchmarks.serving import redis_url_or_private, serving
 from benchmarks.throughput import DEFAULT_DATA, REPO_ROOT, Variant, bench_model, load_reviews
-from stack.embedded_redis import EmbeddedRedis
 
 if TYPE_CHECKING:
     from sentiq.settings import Precision
@@ -308,13 +307,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("error: --worker-env takes NAME=VALUE", file=sys.stderr)
         return 2
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
-    server = None if args.redis_url else EmbeddedRedis().start()
-    try:
-        with tempfile.TemporaryDirectory(prefix="sentiq-bench-") as scratch:
-            results = run(args, args.redis_url or server.url, Path(scratch))  # type: ignore[union-attr]
-    finally:
-        if server is not None:
-            server.stop()
+    with (
+        redis_url_or_private(args.redis_url) as url,
+        tempfile.TemporaryDirectory(prefix="sentiq-bench-") as scratch,
+    ):
+        results = run(args, url, Path(scratch))
     print()
     print(report.markdown(results))
     paths = report.write_all(results, args.output)
