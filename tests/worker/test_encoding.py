@@ -72,22 +72,51 @@ def test_only_the_ends_of_a_long_review_are_tokenized(tiny_tokenizer: Any, imdb_
     seen: list[int] = []
 
     class Recording:
+        """The encoder's Rust tokenizer, noting the length of every text it is given."""
+
         def __init__(self, inner: Any) -> None:
             self.inner = inner
 
-        def __getattr__(self, name: str) -> Any:
-            return getattr(self.inner, name)
-
-        def __call__(self, texts: Any, **kwargs: Any) -> Any:
+        def encode_batch_fast(self, texts: Any, **kwargs: Any) -> Any:
             seen.extend(len(text) for text in texts)
-            return self.inner(texts, **kwargs)
+            return self.inner.encode_batch_fast(texts, **kwargs)
 
     encoder = ReviewEncoder(tiny_tokenizer, 32, "head_tail")
-    encoder.tokenizer = Recording(tiny_tokenizer)
+    encoder._backend = Recording(encoder._backend)  # type: ignore[assignment]
     longest = max(imdb_reviews, key=len)
     encoder.encode([longest])
     assert len(longest) > 4_000
     assert sum(seen) <= 32 * CHARS_PER_TOKEN * 2
+
+
+def test_truncation_or_padding_set_on_the_tokenizer_changes_nothing(
+    minilm_tokenizer: Any, imdb_reviews: list[str]
+) -> None:
+    from transformers import AutoTokenizer
+
+    from training.base_model import bundled_model_path
+
+    # A tokenizer of its own: the reference call below resets what is set here.
+    configured = AutoTokenizer.from_pretrained(str(bundled_model_path()))
+    configured.backend_tokenizer.enable_truncation(max_length=5)
+    configured.backend_tokenizer.enable_padding(length=400)
+    encoder = ReviewEncoder(configured, 128, "head_tail")
+    texts = [*imdb_reviews[:40], "short one", "x" * 3000]
+    assert encoder.encode(texts) == [reference_ids(minilm_tokenizer, t, 128, "head_tail") for t in texts]
+
+
+def test_python_tokenizers_are_called_as_they_are(
+    tiny_tokenizer: Any, imdb_reviews: list[str], tmp_path: Path
+) -> None:
+    from transformers import BertTokenizerLegacy
+
+    vocab = sorted(tiny_tokenizer.get_vocab().items(), key=lambda item: item[1])
+    (tmp_path / "vocab.txt").write_text("".join(f"{token}\n" for token, _ in vocab), encoding="utf-8")
+    slow = BertTokenizerLegacy(vocab_file=str(tmp_path / "vocab.txt"))  # type: ignore[no-untyped-call]
+    encoder = ReviewEncoder(slow, 32, "head_tail")
+    assert not slow.is_fast and not encoder.cuts_ends
+    texts = imdb_reviews[:10]
+    assert encoder.encode(texts) == [reference_ids(slow, t, 32, "head_tail") for t in texts]
 
 
 @pytest.mark.parametrize("truncation", ["head", "head_tail"])
