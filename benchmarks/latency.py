@@ -72,21 +72,54 @@ def steady_latencies(run: Serving, texts: Sequence[str], rate_per_s: float, coun
 
 
 def one_review_in_process(
-    model_dir: Path, texts: Sequence[str], *, device: str, precision: str, repeats: int = 20
+    model_dir: Path,
+    texts: Sequence[str],
+    *,
+    device: str,
+    precision: str,
+    rates: Sequence[float] = (),
+    repeats: int = 20,
 ) -> dict[str, Any]:
-    """Median ms to classify one review in-process (tokenize + forward), as the worker's model does."""
+    """Median ms to classify one review in-process (tokenize + forward), as the worker's model does.
+
+    ``p50_ms`` calls the model back to back. For each of ``rates`` (reviews/s) it is also called on
+    that schedule, resting in between as a worker does between single reviews: ``paced_p50_ms``.
+    A model that has rested pays for waking up (threads asleep, caches cold; several ms on a
+    virtual machine), and a caller in-process would pay it too, so the gap to the paced figure is
+    what the queue path itself adds.
+    """
     from worker.model import SentimentModel
 
     model = SentimentModel.load(model_dir, device=device, precision=cast("ServedPrecision", precision))
     model.warm_up()
-    times = []
-    for index in range(repeats):
-        started = time.perf_counter()
-        model.predict([texts[index % len(texts)]])
-        times.append((time.perf_counter() - started) * 1000)
+    times = _one_review_times(model, texts, repeats, None)
+    paced = {f"{rate:g}": statistics.median(_one_review_times(model, texts, repeats, rate)) for rate in rates}
     return {
         "precision": precision,
         "repeats": repeats,
         "p50_ms": statistics.median(times),
         "min_ms": min(times),
+        "paced_p50_ms": paced,
     }
+
+
+def paced_p50_ms(in_process: dict[str, Any], rate_per_s: float) -> float | None:
+    """The in-process p50 at ``rate_per_s`` from :func:`one_review_in_process`, if it was measured."""
+    value = in_process.get("paced_p50_ms", {}).get(f"{rate_per_s:g}")
+    return float(value) if value is not None else None
+
+
+def _one_review_times(
+    model: Any, texts: Sequence[str], repeats: int, rate_per_s: float | None
+) -> list[float]:
+    times = []
+    started = time.perf_counter()
+    for index in range(repeats):
+        if rate_per_s is not None:
+            delay = started + index / rate_per_s - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+        began = time.perf_counter()
+        model.predict([texts[index % len(texts)]])
+        times.append((time.perf_counter() - began) * 1000)
+    return times

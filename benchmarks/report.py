@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from benchmarks.latency import paced_p50_ms
 from benchmarks.machine import flags_line
 
 
@@ -100,15 +101,20 @@ def markdown(results: dict[str, Any]) -> str:
         lines += [
             "",
             "| latency | model | load | reviews | sent/s | p50 ms | p99 ms | max ms "
-            "| one review in-process p50 ms | p50 gap ms |",
+            "| one review in-process p50 ms: back to back / at this rate | p50 gap ms: to back to back / "
+            "to at this rate |",
             "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
         ]
         for entry in latency:
             in_process = entry["in_process"]["p50_ms"]
+            paced = paced_p50_ms(entry["in_process"], entry["target_rate"])
+            paced_text = f"{paced:.1f}" if paced is not None else "n/a"
+            paced_gap = f"{entry['p50_ms'] - paced:.1f}" if paced is not None else "n/a"
             lines.append(
                 f"| submit to result | {entry['model']} | {entry['load']} | {entry['reviews']} | "
                 f"{entry['sent_rate']:.1f} | {entry['p50_ms']:.1f} | {entry['p99_ms']:.1f} | "
-                f"{entry['max_ms']:.1f} | {in_process:.1f} | {entry['p50_ms'] - in_process:.1f} |"
+                f"{entry['max_ms']:.1f} | {in_process:.1f} / {paced_text} | "
+                f"{entry['p50_ms'] - in_process:.1f} / {paced_gap} |"
             )
     lines += ["", "| peak memory (RSS, MiB) | worker process | benchmark process |", "| --- | ---: | ---: |"]
     for name, entry in results.get("memory", {}).items():

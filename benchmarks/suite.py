@@ -284,10 +284,12 @@ def measure_latency(
 ) -> list[dict[str, Any]]:
     """Idle and half-of-C latency runs for one model, each next to one review in-process."""
     precision = "fp32" if name == "near-zero" else worker_precision
-    in_process = one_review_in_process(model_dir, texts, device=args.device, precision=precision)
     loads = [("idle", args.latency_idle_rate)]
     if c_rate:
         loads.append((f"half of C ({c_rate / 2:.0f}/s)", c_rate / 2))
+    in_process = one_review_in_process(
+        model_dir, texts, device=args.device, precision=precision, rates=[rate for _, rate in loads]
+    )
     entries = []
     print(f"latency: {name} ...", file=sys.stderr)
     with serving(model_dir, redis_url, device=args.device, precision=precision, worker_env=worker_env) as run:

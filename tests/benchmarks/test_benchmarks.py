@@ -12,7 +12,7 @@ import pytest
 
 from benchmarks import report
 from benchmarks.gpu_utilisation import sample_gpu, summarize
-from benchmarks.latency import percentile
+from benchmarks.latency import paced_p50_ms, percentile
 from tests.conftest import REPO_ROOT
 
 
@@ -56,10 +56,11 @@ def _results() -> dict[str, Any]:
                 "load": "idle",
                 "reviews": 20,
                 "sent_rate": 4.0,
+                "target_rate": 4.0,
                 "p50_ms": 31.0,
                 "p99_ms": 70.0,
                 "max_ms": 72.0,
-                "in_process": {"p50_ms": 20.0},
+                "in_process": {"p50_ms": 20.0, "paced_p50_ms": {"4": 26.5}},
             }
         ],
         "memory": {"A/B/C tinybert-shape": {"worker": [512.0], "benchmark": 700.0}},
@@ -78,8 +79,9 @@ def test_markdown_reports_ceiling_abc_ratios_latency_and_memory() -> None:
     assert "in-process sentiq bf16 bs 16 (best)" in text
     assert "in-process sentiq fp32 bs 16 |" in text
     assert "**40.0** | C/B 0.80, C/A 4.00 |" in text
-    # p50 31 ms against 20 ms in-process: an 11 ms gap.
-    assert "| 31.0 | 70.0 | 72.0 | 20.0 | 11.0 |" in text
+    # p50 31 ms against 20 ms in-process back to back (an 11 ms gap) and 26.5 ms in-process at the
+    # same 4 reviews/s (a 4.5 ms gap).
+    assert "| 31.0 | 70.0 | 72.0 | 20.0 / 26.5 | 11.0 / 4.5 |" in text
     assert "| A/B/C tinybert-shape | 512 | 700 |" in text
     assert "avx2 yes, amx_bf16 no" in text
 
@@ -165,6 +167,10 @@ def test_benchmark_run_writes_every_section(tmp_path: Path, redis_url: str) -> N
     loads = [entry["load"] for entry in results["latency"]]
     assert loads[0] == "idle" and loads[1].startswith("half of C") and len(loads) == 2
     assert all(entry["p99_ms"] >= entry["p50_ms"] > 0 for entry in results["latency"])
+    # Each load's in-process baseline was also measured at that load's rate.
+    assert all(
+        (paced_p50_ms(entry["in_process"], entry["target_rate"]) or 0) > 0 for entry in results["latency"]
+    )
     assert results["machine"]["cores"] >= 1 and "avx2" in results["machine"]["cpu_flags"]
     assert (tmp_path / "bench.png").stat().st_size > 0
     assert "| queue ceiling |" in result.stdout and "C/B" in result.stdout
