@@ -20,6 +20,7 @@ raises :class:`~sentiq.errors.UnreadableJobError` instead of RQ's various errors
 from __future__ import annotations
 
 import json
+import logging
 import time
 import zlib
 from collections.abc import Mapping, Sequence
@@ -27,6 +28,9 @@ from typing import Any, NamedTuple, cast
 
 from redis import Redis
 from redis.client import Pipeline
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import OutOfMemoryError as RedisOutOfMemoryError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.exceptions import WatchError
 from rq import Queue
 from rq.exceptions import NoSuchJobError
@@ -40,6 +44,10 @@ from rq.worker import BaseWorker, WorkerStatus
 from sentiq.contract import CLASSIFY_TASK, MAX_JOB_DATA_BYTES
 from sentiq.errors import ForbiddenTaskError, UnreadableJobError
 
+log = logging.getLogger(__name__)
+
+#: Redis errors that mean "not now" rather than "never": the worker tries the step again until it works.
+TRANSIENT_REDIS_ERRORS = (RedisConnectionError, RedisTimeoutError, RedisOutOfMemoryError)
 #: The RQ release these internals were read from.
 PINNED_RQ_VERSION = "3.0.0"
 #: Where RQ lists every queue's key (a set); producers in other languages SADD to it.
@@ -364,7 +372,11 @@ class StartingJob(NamedTuple):
 
 
 def start_jobs(
-    worker: BaseWorker, starting: Sequence[StartingJob], *, remove_from_intermediate_queue: bool
+    worker: BaseWorker,
+    starting: Sequence[StartingJob],
+    *,
+    remove_from_intermediate_queue: bool,
+    attempted: list[Execution] | None = None,
 ) -> list[Execution]:
     """Record jobs that run together as started, in one round trip; returns their executions.
 
@@ -373,10 +385,18 @@ def start_jobs(
     execution index; the job's heartbeat, ``started`` status, start time and worker; no expiry on
     the job hash; out of the intermediate list), plus the job's filled-in fields; the worker's busy
     state and heartbeat once. RQ's own functions do it in two round trips per job.
+
+    ``attempted`` makes a start that is tried again after a Redis error safe: a transaction whose
+    reply was lost may still have been applied, leaving executions that nothing heartbeats, which
+    RQ's clean-up would later take for an abandoned run of a job that is still running (retried
+    under the worker, or failed with error answers). Each call deletes, in the same transaction,
+    the executions that earlier calls with the same list created, and adds its own to the list.
     """
     executions: list[Execution] = []
     ttl = 0
     with worker.connection.pipeline() as pipe:
+        for earlier in attempted or ():
+            earlier.delete(earlier.job, pipeline=pipe)
         for job, queue, filled in starting:
             job_ttl = worker.get_heartbeat_ttl(job)
             ttl = max(ttl, job_ttl)
@@ -390,6 +410,8 @@ def start_jobs(
                 pipe.lrem(intermediate_queue_key(queue), 1, job.id)
         worker.set_state(WorkerStatus.BUSY, pipeline=pipe)
         worker.heartbeat(ttl, pipeline=pipe)
+        if attempted is not None:
+            attempted.extend(executions)
         pipe.execute()
     for execution in executions:
         worker.executions[execution.id] = execution
@@ -434,8 +456,22 @@ def finish_jobs(worker: BaseWorker, finished: Sequence[FinishedJob]) -> None:
                     break
                 except WatchError:
                     continue
+    # One job that RQ cannot finish (say its dependents set names a record that does not parse, or
+    # is not a set) must not leave the batch's other jobs unfinished: each is finished, then the
+    # first such error is raised. A Redis outage is raised at once, for the caller to wait out.
+    first_error: Exception | None = None
     for item in others:
-        finalize_success(worker, item.job, item.queue, item.execution, item.return_value)
+        try:
+            finalize_success(worker, item.job, item.queue, item.execution, item.return_value)
+        except TRANSIENT_REDIS_ERRORS:
+            raise
+        except Exception as error:
+            log.exception(
+                "job %s: RQ's success bookkeeping failed; the batch's other jobs go on", item.job.id
+            )
+            first_error = first_error or error
+    if first_error is not None:
+        raise first_error
 
 
 def _record_success(worker: BaseWorker, pipe: Pipeline, item: FinishedJob) -> None:

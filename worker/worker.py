@@ -33,9 +33,6 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import OutOfMemoryError as RedisOutOfMemoryError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq import Queue, SimpleWorker
 from rq.exceptions import AbandonedJobError, DeserializationError, NoSuchJobError, StopRequested
 from rq.executions import Execution
@@ -54,6 +51,7 @@ from worker.metrics import WorkerMetrics, engine_label, queue_wait_seconds
 from worker.processing import Classifier
 from worker.rq_internals import (
     PUBLISHED_FIELD,
+    TRANSIENT_REDIS_ERRORS,
     FinishedJob,
     SentiqJob,
     StartingJob,
@@ -76,8 +74,6 @@ log = logging.getLogger(__name__)
 
 #: Longest wait between two attempts to reach Redis during an outage.
 REDIS_BACKOFF_CAP_S = 5.0
-#: Redis errors that mean "not now" rather than "never": the step is tried again until it works.
-TRANSIENT_REDIS_ERRORS = (RedisConnectionError, RedisTimeoutError, RedisOutOfMemoryError)
 #: With max_gather_tokens 0, a gathering takes this many passes' worth of tokens: enough that
 #: the per-batch round trips are shared by many reviews, few enough that results come back soon.
 GATHER_PASSES = 8
@@ -371,6 +367,8 @@ class SentiqWorker(SimpleWorker):
                 starting.append(item)
         if not starting:
             return
+        # Executions of start attempts whose reply was lost, deleted by the attempt that gets one.
+        attempted: list[Execution] = []
         executions = self._until_redis_answers(
             "start jobs",
             functools.partial(
@@ -378,6 +376,7 @@ class SentiqWorker(SimpleWorker):
                 self,
                 [start for start, _ in starting],
                 remove_from_intermediate_queue=len(self.queues) == 1,
+                attempted=attempted,
             ),
         )
         admitted = [
