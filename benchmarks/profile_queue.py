@@ -39,7 +39,7 @@ WORKER_STEPS: tuple[tuple[str, str, str], ...] = (
         "worker/worker.py",
         "dequeue_job_and_maintain_ttl",
     ),
-    ("gather more queued jobs (one dequeue round trip each)", "worker/worker.py", "_gather_more"),
+    ("gather more queued jobs (two round trips per take of several)", "worker/worker.py", "_gather_more"),
     ("admit each job: payload check (pydantic)", "worker/worker.py", "_admit_or_refuse"),
     ("  of which payload decode (JobPayload, pydantic)", "sentiq/contract.py", "decode"),
     ("start the batch's jobs: RQ bookkeeping, one round trip", "worker/rq_internals.py", "start_jobs"),

@@ -38,7 +38,7 @@ from rq.executions import Execution
 from rq.job import JOB_ID_PATTERN, Job, JobStatus
 from rq.registry import FailedJobRegistry, StartedJobRegistry
 from rq.serializers import JSONSerializer
-from rq.utils import now, parse_composite_key, utcformat
+from rq.utils import get_version, now, parse_composite_key, utcformat
 from rq.worker import BaseWorker, WorkerStatus
 
 from sentiq.contract import CLASSIFY_TASK, MAX_JOB_DATA_BYTES
@@ -82,6 +82,13 @@ def intermediate_queue_key(queue: Queue) -> str:
     return str(queue.intermediate_queue_key)
 
 
+def _check_job_id(job_id: str) -> None:
+    if not JOB_ID_PATTERN.fullmatch(job_id):
+        raise UnreadableJobError(
+            job_id, f"job id {job_id[:80]!r} has characters outside RQ's job-id charset (A-Z a-z 0-9 _ -)"
+        )
+
+
 class SentiqJob(Job):
     """An RQ job that can never make a worker import, call or fetch what its hash names."""
 
@@ -103,12 +110,17 @@ class SentiqJob(Job):
         RQ reads ``a:b`` as job ``a`` (execution ``b``), finds no such job and drops the queued
         ``a:b`` without a trace; sentiq fails it visibly instead.
         """
-        if not JOB_ID_PATTERN.fullmatch(id):
-            raise UnreadableJobError(
-                id, f"job id {id[:80]!r} has characters outside RQ's job-id charset (A-Z a-z 0-9 _ -)"
-            )
+        _check_job_id(id)
         job = cls(id, connection=connection, serializer=serializer)
         job.refresh()
+        return job
+
+    @classmethod
+    def from_read(cls, id: str, reply: Sequence[Any], connection: Redis, serializer: Any = None) -> SentiqJob:
+        """The job whose record the job-reading script returned as ``reply``, checked as in :meth:`fetch`."""
+        _check_job_id(id)
+        job = cls(id, connection=connection, serializer=serializer)
+        job._restore_read(reply)
         return job
 
     def refresh(self) -> None:
@@ -118,7 +130,11 @@ class SentiqJob(Job):
         :class:`~sentiq.errors.UnreadableJobError` when it is not a hash, has no ``data``, has more
         than :data:`~sentiq.contract.MAX_JOB_DATA_BYTES` of data, or does not parse.
         """
-        reply = self.connection.register_script(_READ_JOB_LUA)(keys=[self.key], args=[MAX_JOB_DATA_BYTES])
+        self._restore_read(
+            self.connection.register_script(_READ_JOB_LUA)(keys=[self.key], args=[MAX_JOB_DATA_BYTES])
+        )
+
+    def _restore_read(self, reply: Sequence[Any]) -> None:
         verdict = _text(reply[0])
         if verdict == "none":
             raise NoSuchJobError(f"No such job: {self.key}")
@@ -238,6 +254,65 @@ def dequeued_job_error(error: Exception) -> tuple[str, Queue] | None:
     if isinstance(job_id, str) and isinstance(queue, Queue):
         return job_id, queue
     return None
+
+
+class Dequeued(NamedTuple):
+    """What :func:`dequeue_jobs` took: how many ids left the queues, and each readable job or error."""
+
+    taken: int
+    jobs: list[tuple[SentiqJob, Queue] | Exception]
+
+
+def dequeue_jobs(queues: Sequence[Queue], most: int, connection: Redis) -> Dequeued:
+    """Up to ``most`` waiting jobs, taken as RQ's non-blocking dequeue takes them, in two round trips.
+
+    RQ's ``Queue.dequeue_any`` without a timeout moves one job id into the queue's intermediate
+    list (LMOVE; LPOP from each queue in turn when there are several) and then reads that job's
+    hash: two round trips a job. Here up to ``most`` ids are moved in one pipeline (queues in the
+    given order, as RQ takes them) and their hashes read in a second, with :class:`SentiqJob`'s
+    checks. As in RQ, a job whose hash is gone is passed over (it still counts in ``taken``), and
+    a job that cannot be read comes back as its error, carrying ``job_id`` and ``queue`` as RQ's
+    errors do (:func:`dequeued_job_error`). Should Redis fail between the two round trips, the
+    moved ids wait in the intermediate list, where the worker's sweep puts them back in the queue.
+    """
+    moved: list[tuple[str, Queue]] = []
+    if len(queues) == 1 and get_version(connection) >= (6, 2, 0):
+        (queue,) = queues
+        with connection.pipeline(transaction=False) as pipe:
+            for _ in range(most):
+                pipe.lmove(queue.key, intermediate_queue_key(queue), "LEFT", "RIGHT")
+            moved = [(_text(job_id), queue) for job_id in pipe.execute() if job_id is not None]
+    else:
+        for queue in queues:
+            if len(moved) >= most:
+                break
+            popped = cast("list[bytes] | None", connection.lpop(queue.key, most - len(moved)))
+            moved.extend((_text(job_id), queue) for job_id in popped or [])
+    if not moved:
+        return Dequeued(0, [])
+    with connection.pipeline(transaction=False) as pipe:
+        for job_id, _ in moved:
+            # EVAL, not a registered script: redis-py checks a pipeline's scripts in a round trip
+            # of its own first, and Redis caches the compiled script either way.
+            pipe.eval(_READ_JOB_LUA, 1, job_key(job_id), MAX_JOB_DATA_BYTES)
+        replies = pipe.execute(raise_on_error=False)
+    jobs: list[tuple[SentiqJob, Queue] | Exception] = []
+    for (job_id, queue), reply in zip(moved, replies, strict=True):
+        try:
+            if isinstance(reply, TRANSIENT_REDIS_ERRORS):
+                raise reply
+            if isinstance(reply, Exception):
+                raise UnreadableJobError(job_id, f"its record could not be read: {reply}")
+            jobs.append((SentiqJob.from_read(job_id, reply, connection, JSONSerializer), queue))
+        except NoSuchJobError:
+            continue
+        except TRANSIENT_REDIS_ERRORS:
+            raise
+        except Exception as error:
+            error.job_id = job_id  # type: ignore[attr-defined]
+            error.queue = queue  # type: ignore[attr-defined]
+            jobs.append(error)
+    return Dequeued(len(moved), jobs)
 
 
 def record_unreadable(connection: Redis, job_id: str, queue: Queue, reason: str, failure_ttl_s: int) -> None:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -55,6 +56,7 @@ from worker.rq_internals import (
     FinishedJob,
     SentiqJob,
     StartingJob,
+    dequeue_jobs,
     dequeued_job_error,
     fill_missing_fields,
     finalize_failure,
@@ -77,6 +79,8 @@ REDIS_BACKOFF_CAP_S = 5.0
 #: With max_gather_tokens 0, a gathering takes this many passes' worth of tokens: enough that
 #: the per-batch round trips are shared by many reviews, few enough that results come back soon.
 GATHER_PASSES = 8
+#: Most jobs one take of a gathering moves off the queue (one pipeline of LMOVEs, one of reads).
+MAX_JOBS_PER_TAKE = 64
 #: Error results are written in chunks of this many, so one huge refused job never blocks Redis.
 ERROR_RESULTS_PER_WRITE = 1_000
 
@@ -307,34 +311,42 @@ class SentiqWorker(SimpleWorker):
         )
 
     def _gather_more(self, first: Job, queue: Queue) -> list[tuple[Job, Queue]]:
-        """Jobs already waiting in the queues, up to the gathering's review limit and the max wait."""
+        """Jobs already waiting in the queues, up to the gathering's review limit and the max wait.
+
+        Jobs are taken several at a time (two round trips each time, :func:`dequeue_jobs`): as many
+        as the jobs gathered so far suggest will fill the limit, but never more than have been
+        gathered already, so one-review jobs are gathered in a handful of round trips while a
+        surprise of big jobs overshoots the limit by at most the jobs of the last take.
+        """
         gathered: list[tuple[Job, Queue]] = [(first, queue)]
         self._queue_ran_dry = False
         reviews = _review_count(first)
         deadline = time.monotonic() + self.settings.max_wait_ms / 1000
         while reviews < self.gather_reviews and time.monotonic() < deadline:
+            per_job = max(1.0, reviews / len(gathered))
+            wanted = min(
+                math.ceil((self.gather_reviews - reviews) / per_job), len(gathered), MAX_JOBS_PER_TAKE
+            )
             try:
-                more = self.queue_class.dequeue_any(
-                    self._ordered_queues,
-                    None,
-                    connection=self.connection,
-                    job_class=SentiqJob,
-                    serializer=JSONSerializer,
-                )
+                dequeued = dequeue_jobs(self._ordered_queues, wanted, self.connection)
             except TRANSIENT_REDIS_ERRORS as error:
                 self.metrics.redis_reconnect("gather jobs")
                 log.warning("stopped gathering jobs, Redis unavailable: %s", error)
                 break
             except StopRequested:
                 raise
-            except Exception as error:
-                self._handle_dequeue_error(error)
-                continue
-            if more is None:
+            except Exception:
+                log.exception("stopped gathering jobs: the dequeue failed")
+                break
+            for item in dequeued.jobs:
+                if isinstance(item, Exception):
+                    self._handle_dequeue_error(item)
+                    continue
+                gathered.append(item)
+                reviews += _review_count(item[0])
+            if dequeued.taken < wanted:
                 self._queue_ran_dry = True
                 break
-            gathered.append(more)
-            reviews += _review_count(more[0])
         return gathered
 
     # -- execution --------------------------------------------------------------------------

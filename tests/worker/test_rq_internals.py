@@ -23,12 +23,15 @@ from rq.registry import FailedJobRegistry, StartedJobRegistry, clean_registries
 from rq.serializers import JSONSerializer
 from rq.worker import BaseWorker
 
-from sentiq.contract import CLASSIFY_TASK
+from sentiq.contract import CLASSIFY_TASK, MAX_JOB_DATA_BYTES
+from sentiq.errors import UnreadableJobError
 from worker.rq_internals import (
     PINNED_RQ_VERSION,
     FinishedJob,
     SentiqJob,
     StartingJob,
+    dequeue_jobs,
+    dequeued_job_error,
     finalize_success,
     finish_jobs,
     intermediate_queue_key,
@@ -251,6 +254,19 @@ def _forget(redis: Redis, queue: Queue, worker: SimpleWorker, job_ids: list[str]
     redis.srem(f"rq:workers:{queue.name}", worker.key)
 
 
+def _count_sends(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """From now until ``monkeypatch.undo()``, one entry per packed command sent to Redis (a round trip)."""
+    sent: list[int] = []
+    real_send = Connection.send_packed_command
+
+    def counting_send(self: Connection, command: object, check_health: bool = True) -> None:
+        sent.append(1)
+        real_send(self, command, check_health)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Connection, "send_packed_command", counting_send)
+    return sent
+
+
 def test_batched_start_and_finish_write_what_rqs_own_bookkeeping_writes(redis_client: Redis) -> None:
     queue = Queue(
         f"pin-{time.time_ns()}", connection=redis_client, serializer=JSONSerializer, job_class=SentiqJob
@@ -313,15 +329,8 @@ def test_a_batch_starts_in_one_round_trip_and_finishes_in_three(
     )
     worker = _plain_worker(queue)
     jobs = _enqueue(queue, 20)
-    sent: list[int] = []
-    real_send = Connection.send_packed_command
-
-    def counting_send(self: Connection, command: object, check_health: bool = True) -> None:
-        sent.append(1)
-        real_send(self, command, check_health)  # type: ignore[arg-type]
-
     try:
-        monkeypatch.setattr(Connection, "send_packed_command", counting_send)
+        sent = _count_sends(monkeypatch)
         executions = start_jobs(
             worker, [StartingJob(job, queue, {}) for job in jobs], remove_from_intermediate_queue=True
         )
@@ -371,3 +380,134 @@ def test_a_job_with_dependents_is_finished_by_rq_and_its_dependents_are_enqueued
             assert _footprint(redis_client, queue, worker, job.id)["status"] == "finished"
     finally:
         _forget(redis_client, queue, worker, [parent.id, plain.id, dependent.id])
+
+
+# -- batched dequeue: RQ's non-blocking dequeue, many jobs in two round trips ---------------------
+
+
+def _queue(redis_client: Redis, name: str) -> Queue:
+    return Queue(name, connection=redis_client, serializer=JSONSerializer, job_class=SentiqJob)
+
+
+def _queued(queue: Queue, count: int, prefix: str) -> list[str]:
+    payloads = [{"v": 1, "reviews": [{"id": f"{prefix}-{n}", "text": f"review {n}"}]} for n in range(count)]
+    return [queue.enqueue(CLASSIFY_TASK, payload).id for payload in payloads]
+
+
+def _forget_queues(redis: Redis, queues: list[Queue], job_ids: list[str]) -> None:
+    keys = [key for queue in queues for key in redis.scan_iter(match=f"rq:*{queue.name}*")]
+    keys += [job_key(job_id) for job_id in job_ids]
+    if keys:
+        redis.delete(*keys)
+    redis.srem("rq:queues", *[queue.key for queue in queues])
+
+
+def test_jobs_dequeued_together_are_what_rqs_one_by_one_dequeue_takes(redis_client: Redis) -> None:
+    stamp = time.time_ns()
+    ours, theirs = _queue(redis_client, f"deq-ours-{stamp}"), _queue(redis_client, f"deq-theirs-{stamp}")
+    our_ids, their_ids = _queued(ours, 5, "a"), _queued(theirs, 5, "a")
+    try:
+        theirs_taken = [
+            Queue.dequeue_any(
+                [theirs], None, connection=redis_client, job_class=SentiqJob, serializer=JSONSerializer
+            )
+            for _ in range(5)
+        ]
+        dequeued = dequeue_jobs([ours], 5, redis_client)
+        assert dequeued.taken == 5
+        ours_taken = dequeued.jobs
+        assert [job.id for job, _ in ours_taken] == our_ids
+        assert [item[0].id for item in theirs_taken if item] == their_ids
+        for (our_job, our_queue), their in zip(ours_taken, theirs_taken, strict=True):
+            assert their is not None
+            their_job, their_queue = their
+            assert isinstance(our_job, SentiqJob) and our_queue is ours
+            assert (our_job.func_name, our_job.args, our_job.origin, our_job.get_status(refresh=False)) == (
+                their_job.func_name,
+                their_job.args,
+                their_job.origin.replace("theirs", "ours"),
+                their_job.get_status(refresh=False),
+            )
+            assert our_queue.name == their_queue.name.replace("theirs", "ours")
+        # The same place in Redis: out of the queue, into its intermediate list in order.
+        assert redis_client.llen(ours.key) == redis_client.llen(theirs.key) == 0
+        assert [m.decode() for m in redis_client.lrange(intermediate_queue_key(ours), 0, -1)] == our_ids
+        assert [m.decode() for m in redis_client.lrange(intermediate_queue_key(theirs), 0, -1)] == their_ids
+    finally:
+        _forget_queues(redis_client, [ours, theirs], our_ids + their_ids)
+
+
+def test_twenty_jobs_are_dequeued_in_two_round_trips(
+    redis_client: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    queue = _queue(redis_client, f"deq-{time.time_ns()}")
+    ids = _queued(queue, 25, "b")
+    dequeue_jobs([queue], 1, redis_client)  # RQ's cache of the server version is filled, as in a worker
+    try:
+        sent = _count_sends(monkeypatch)
+        dequeued = dequeue_jobs([queue], 20, redis_client)
+        monkeypatch.undo()
+        assert len(sent) == 2
+        assert dequeued.taken == 20 and [job.id for job, _ in dequeued.jobs] == ids[1:21]
+        # Fewer waiting than asked for: what there is, and ``taken`` says the queue ran dry.
+        rest = dequeue_jobs([queue], 20, redis_client)
+        assert rest.taken == 4 and len(rest.jobs) == 4
+        assert dequeue_jobs([queue], 20, redis_client) == (0, [])
+    finally:
+        monkeypatch.undo()
+        _forget_queues(redis_client, [queue], ids)
+
+
+def test_a_dequeued_job_that_is_gone_is_passed_over_and_an_unreadable_one_comes_back_as_its_error(
+    redis_client: Redis,
+) -> None:
+    queue = _queue(redis_client, f"deq-{time.time_ns()}")
+    good, gone, garbage, too_big, a_string = _queued(queue, 5, "c")
+    redis_client.delete(job_key(gone))
+    # Data that does not parse is read as RQ reads it (lazily); the worker refuses it when it admits it.
+    redis_client.hset(job_key(garbage), "data", b"neither zlib nor JSON")
+    redis_client.hset(job_key(too_big), "data", b"x" * (MAX_JOB_DATA_BYTES + 1))
+    redis_client.delete(job_key(a_string))
+    redis_client.set(job_key(a_string), "a string, not a hash")
+    redis_client.rpush(queue.key, "a:b")  # outside RQ's job-id charset
+    try:
+        dequeued = dequeue_jobs([queue], 10, redis_client)
+        assert dequeued.taken == 6
+        jobs = [item for item in dequeued.jobs if not isinstance(item, Exception)]
+        errors = [item for item in dequeued.jobs if isinstance(item, Exception)]
+        assert [job.id for job, _ in jobs] == [good, garbage]
+        assert all(isinstance(error, UnreadableJobError) for error in errors)
+        named = [dequeued_job_error(error) for error in errors]
+        assert named == [(too_big, queue), (a_string, queue), ("a:b", queue)]
+        assert "more than the limit" in str(errors[0]) and "not a job hash" in str(errors[1])
+        assert "job-id charset" in str(errors[2])
+    finally:
+        _forget_queues(redis_client, [queue], [good, gone, garbage, too_big, a_string])
+
+
+def test_with_several_queues_jobs_are_taken_in_queue_order_as_rq_takes_them(redis_client: Redis) -> None:
+    stamp = time.time_ns()
+    high, low = _queue(redis_client, f"deq-high-{stamp}"), _queue(redis_client, f"deq-low-{stamp}")
+    high_ids, low_ids = _queued(high, 2, "h"), _queued(low, 3, "l")
+    try:
+        dequeued = dequeue_jobs([high, low], 4, redis_client)
+        assert dequeued.taken == 4
+        assert [(job.id, q.name) for job, q in dequeued.jobs] == [
+            *((job_id, high.name) for job_id in high_ids),
+            *((job_id, low.name) for job_id in low_ids[:2]),
+        ]
+        # Several queues: RQ pops (LPOP) without an intermediate list, and so does this.
+        assert redis_client.llen(intermediate_queue_key(high)) == 0
+        assert [m.decode() for m in redis_client.lrange(low.key, 0, -1)] == low_ids[2:]
+    finally:
+        _forget_queues(redis_client, [high, low], high_ids + low_ids)
+
+
+def test_rqs_non_blocking_dequeue_is_what_dequeue_jobs_repeats() -> None:
+    # One queue on Redis >= 6.2: LMOVE to the intermediate list; several: LPOP in turn; then fetch.
+    source = inspect.getsource(Queue.dequeue_any) + inspect.getsource(Queue.lmove)
+    assert "get_version(connection) >= (6, 2, 0)" in source
+    assert "connection.lmove(queue_key, intermediate_queue.key)" in source
+    assert "cls.lpop(queue_keys, timeout, connection=connection)" in source
+    assert "except NoSuchJobError:" in inspect.getsource(Queue._fetch_dequeued_job)
+    assert parameters(rq.utils.get_version) == ["connection"]

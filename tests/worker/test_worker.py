@@ -38,6 +38,24 @@ def worker(settings: Settings, redis_client: Redis, tiny_model: SentimentModel, 
     )
 
 
+def _gathering_at_most(worker: SentiqWorker, tokens: int) -> SentiqWorker:
+    """The same worker, but gathering at most ``tokens`` (``max_gather_tokens``)."""
+    return SentiqWorker(
+        worker.queues,
+        classifier=worker.classifier,
+        settings=worker.settings.model_copy(update={"max_gather_tokens": tokens}),
+        queue_settings=worker.queue_settings,
+        connection=worker.connection,
+    )
+
+
+def _work_logging_batches(worker: SentiqWorker, caplog: pytest.LogCaptureFixture) -> list[str]:
+    """Run ``worker`` until the queue is empty; its ``batch ...`` log lines."""
+    with caplog.at_level(logging.INFO, logger="worker.worker"):
+        worker.work(burst=True)
+    return [r.getMessage() for r in caplog.records if r.getMessage().startswith("batch ")]
+
+
 def payload(prefix: str, count: int) -> dict[str, object]:
     return {"v": 1, "reviews": [{"id": f"{prefix}-{i}", "text": f"review number {i}"} for i in range(count)]}
 
@@ -56,9 +74,7 @@ def test_queued_jobs_are_classified_together(
     worker: SentiqWorker, queue: Queue, caplog: pytest.LogCaptureFixture
 ) -> None:
     jobs = [queue.enqueue(CLASSIFY_TASK, payload(f"j{n}", 3)) for n in range(5)]
-    with caplog.at_level(logging.INFO, logger="worker.worker"):
-        worker.work(burst=True)
-    batch_lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("batch ")]
+    batch_lines = _work_logging_batches(worker, caplog)
     assert batch_lines and batch_lines[0].startswith("batch jobs=5 reviews=15 errors=0 passes=1")
     stored = worker.classifier.store.fetch([f"j{n}-{i}" for n in range(5) for i in range(3)])
     assert len(stored) == 15 and all(p.ok for p in stored.values())
@@ -73,20 +89,11 @@ def test_the_gather_token_limit_bounds_how_many_jobs_are_gathered(
 ) -> None:
     max_length = worker.classifier.model.info.max_length
     # Four reviews' worth of tokens at the model's max length, a little more does not make five.
-    limited = worker.settings.model_copy(update={"max_gather_tokens": 5 * max_length - 1})
-    worker = SentiqWorker(
-        worker.queues,
-        classifier=worker.classifier,
-        settings=limited,
-        queue_settings=worker.queue_settings,
-        connection=worker.connection,
-    )
+    worker = _gathering_at_most(worker, 5 * max_length - 1)
     assert worker.gather_reviews == 4
     for n in range(4):
         queue.enqueue(CLASSIFY_TASK, payload(f"b{n}", 2))
-    with caplog.at_level(logging.INFO, logger="worker.worker"):
-        worker.work(burst=True)
-    batch_lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("batch ")]
+    batch_lines = _work_logging_batches(worker, caplog)
     assert [line.split()[1] for line in batch_lines] == ["jobs=2", "jobs=2"]
 
 
@@ -225,3 +232,41 @@ def test_ready_file_tracks_the_worker(
     worker.work(burst=True)
     assert seen_while_working == [True]
     assert not ready.exists()
+
+
+def test_one_review_jobs_are_gathered_a_growing_number_at_a_time(
+    worker: SentiqWorker, queue: Queue, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import worker.worker as worker_module
+
+    takes: list[int] = []
+    real_dequeue_jobs = worker_module.dequeue_jobs
+
+    def recording(queues: object, most: int, connection: Redis) -> object:
+        takes.append(most)
+        return real_dequeue_jobs(queues, most, connection)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(worker_module, "dequeue_jobs", recording)
+    assert worker.gather_reviews >= 40
+    for n in range(40):
+        queue.enqueue(CLASSIFY_TASK, payload(f"one{n}", 1))
+    batch_lines = _work_logging_batches(worker, caplog)
+    assert batch_lines[0].startswith("batch jobs=40 reviews=40 errors=0")
+    # 39 more jobs in takes of 1, 2, 4, 8, 16 and the 8 left (asking for 32 finds the queue dry).
+    assert takes == [1, 2, 4, 8, 16, 32]
+    stored = worker.classifier.store.fetch([f"one{n}-0" for n in range(40)])
+    assert len(stored) == 40 and all(p.ok for p in stored.values())
+
+
+def test_a_surprise_of_big_jobs_overshoots_the_gathering_by_at_most_one_take(
+    worker: SentiqWorker, queue: Queue, caplog: pytest.LogCaptureFixture
+) -> None:
+    worker = _gathering_at_most(worker, 100 * worker.classifier.model.info.max_length)
+    assert worker.gather_reviews == 100
+    queue.enqueue(CLASSIFY_TASK, payload("small", 1))
+    for n in range(10):
+        queue.enqueue(CLASSIFY_TASK, payload(f"big{n}", 50))
+    batch_lines = _work_logging_batches(worker, caplog)
+    # 1 review, then one job of 50 (taken as if it held 1), then two (taken at 25.5 a job): 151 reviews.
+    assert batch_lines[0].startswith("batch jobs=4 reviews=151 ")
+    assert sum(int(line.split()[2].split("=")[1]) for line in batch_lines) == 501
