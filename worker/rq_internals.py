@@ -275,21 +275,23 @@ def dequeue_jobs(queues: Sequence[Queue], most: int, connection: Redis) -> Deque
     errors do (:func:`dequeued_job_error`). Should Redis fail between the two round trips, the
     moved ids wait in the intermediate list, where the worker's sweep puts them back in the queue.
     """
-    moved: list[tuple[str, Queue]] = []
-    if len(queues) == 1 and get_version(connection) >= (6, 2, 0):
+    single = len(queues) == 1 and get_version(connection) >= (6, 2, 0)
+    taken: list[tuple[bytes, Queue]] = []
+    if single:
         (queue,) = queues
         with connection.pipeline(transaction=False) as pipe:
             for _ in range(most):
                 pipe.lmove(queue.key, intermediate_queue_key(queue), "LEFT", "RIGHT")
-            moved = [(_text(job_id), queue) for job_id in pipe.execute() if job_id is not None]
+            taken = [(job_id, queue) for job_id in pipe.execute() if job_id is not None]
     else:
         for queue in queues:
-            if len(moved) >= most:
+            if len(taken) >= most:
                 break
-            popped = cast("list[bytes] | None", connection.lpop(queue.key, most - len(moved)))
-            moved.extend((_text(job_id), queue) for job_id in popped or [])
+            popped = cast("list[bytes] | None", connection.lpop(queue.key, most - len(taken)))
+            taken.extend((job_id, queue) for job_id in popped or [])
+    moved = _text_ids(connection, taken, in_intermediate=single)
     if not moved:
-        return Dequeued(0, [])
+        return Dequeued(len(taken), [])
     with connection.pipeline(transaction=False) as pipe:
         for job_id, _ in moved:
             # EVAL, not a registered script: redis-py checks a pipeline's scripts in a round trip
@@ -312,7 +314,27 @@ def dequeue_jobs(queues: Sequence[Queue], most: int, connection: Redis) -> Deque
             error.job_id = job_id  # type: ignore[attr-defined]
             error.queue = queue  # type: ignore[attr-defined]
             jobs.append(error)
-    return Dequeued(len(moved), jobs)
+    return Dequeued(len(taken), jobs)
+
+
+def _text_ids(
+    connection: Redis, ids: Sequence[tuple[bytes, Queue]], *, in_intermediate: bool
+) -> list[tuple[str, Queue]]:
+    """The ids that are text; one that is not UTF-8 is dropped (and out of the intermediate list).
+
+    RQ's job ids are ASCII, so no job has such an id: only another client can have pushed it. Left
+    in the intermediate list, it would make every later sweep, and RQ's own clean-up, fail on it
+    before reaching the jobs behind it; failing the take on it would strand the take's other jobs.
+    """
+    decoded: list[tuple[str, Queue]] = []
+    for raw, queue in ids:
+        try:
+            decoded.append((raw.decode(), queue))
+        except UnicodeDecodeError:
+            log.error("dropped id %r from queue %s: not UTF-8, so no job's id", raw[:80], queue.name)
+            if in_intermediate:
+                connection.lrem(intermediate_queue_key(queue), 1, raw)  # type: ignore[arg-type]  # the raw bytes
+    return decoded
 
 
 def record_unreadable(connection: Redis, job_id: str, queue: Queue, reason: str, failure_ttl_s: int) -> None:
@@ -422,8 +444,13 @@ def started_job_ids(queue: Queue, expired_only: bool) -> list[str]:
 
 
 def intermediate_job_ids(queue: Queue) -> list[str]:
-    """Ids in the queue's intermediate list (dequeued, not yet started)."""
-    return [_text(job_id) for job_id in queue.connection.lrange(intermediate_queue_key(queue), 0, -1)]
+    """Ids in the queue's intermediate list (dequeued, not yet started); ids that are not text are
+    taken out of it (see :func:`_text_ids`)."""
+    listed = cast("list[bytes]", queue.connection.lrange(intermediate_queue_key(queue), 0, -1))
+    return [
+        job_id
+        for job_id, _ in _text_ids(queue.connection, [(raw, queue) for raw in listed], in_intermediate=True)
+    ]
 
 
 def finalize_success(
@@ -482,7 +509,8 @@ def start_jobs(
             job.prepare_for_execution(worker.name, pipeline=pipe)
             pipe.persist(job.key)
             if remove_from_intermediate_queue:
-                pipe.lrem(intermediate_queue_key(queue), 1, job.id)
+                # Every copy: an id queued twice (pushed again by another client) runs once.
+                pipe.lrem(intermediate_queue_key(queue), 0, job.id)
         worker.set_state(WorkerStatus.BUSY, pipeline=pipe)
         worker.heartbeat(ttl, pipeline=pipe)
         if attempted is not None:

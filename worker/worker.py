@@ -84,6 +84,9 @@ MAX_JOBS_PER_TAKE = 64
 #: Error results are written in chunks of this many, so one huge refused job never blocks Redis.
 ERROR_RESULTS_PER_WRITE = 1_000
 
+#: Statuses of a job that must not be started again when its id turns up in a queue.
+_TAKEN = (JobStatus.STARTED, JobStatus.FINISHED)
+
 _T = TypeVar("_T")
 ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
 
@@ -319,6 +322,7 @@ class SentiqWorker(SimpleWorker):
         surprise of big jobs overshoots the limit by at most the jobs of the last take.
         """
         gathered: list[tuple[Job, Queue]] = [(first, queue)]
+        gathered_ids = {first.id}
         self._queue_ran_dry = False
         reviews = _review_count(first)
         deadline = time.monotonic() + self.settings.max_wait_ms / 1000
@@ -342,6 +346,12 @@ class SentiqWorker(SimpleWorker):
                 if isinstance(item, Exception):
                     self._handle_dequeue_error(item)
                     continue
+                if item[0].id in gathered_ids:
+                    # Its id was queued twice (pushed again by another client): one run is enough,
+                    # and the start takes every copy out of the intermediate list.
+                    log.warning("job %s: its id was queued more than once; it runs once", item[0].id)
+                    continue
+                gathered_ids.add(item[0].id)
                 gathered.append(item)
                 reviews += _review_count(item[0])
             if dequeued.taken < wanted:
@@ -372,6 +382,11 @@ class SentiqWorker(SimpleWorker):
     def _run_batch(self, batch: Sequence[tuple[Job, Queue]]) -> None:
         starting: list[tuple[StartingJob, JobPayload]] = []
         for job, queue in batch:
+            if job.get_status(refresh=False) in _TAKEN:
+                self._until_redis_answers(
+                    "pass over a taken job", functools.partial(self._pass_over, job, queue)
+                )
+                continue
             item = self._until_redis_answers(
                 "admit a job", functools.partial(self._admit_or_refuse, job, queue)
             )
@@ -455,6 +470,21 @@ class SentiqWorker(SimpleWorker):
             batch_seconds=elapsed,
         )
         self._record_answered(reviews, flush=self._queue_ran_dry)
+
+    def _pass_over(self, job: Job, queue: Queue) -> None:
+        """Leave alone a job that another worker runs or that has finished, whose id was queued again.
+
+        Only another client puts such an id in a queue: RQ and sentiq set a job's status back to
+        queued whenever they queue it again (a retry, a stranded job put back). Running it would
+        run it twice (at the same time, for a job another worker runs); its reviews are answered,
+        or will be by its worker, or, if that worker dies, by RQ's abandoned-job recovery.
+        """
+        log.warning(
+            "job %s is already %s; its id was queued again and is passed over",
+            job.id,
+            job.get_status(refresh=False),
+        )
+        queue.intermediate_queue.remove(job.id)
 
     def _admit_or_refuse(self, job: Job, queue: Queue) -> tuple[StartingJob, JobPayload] | None:
         """The job ready to start, with its payload; ``None`` once a job wrong in itself is refused."""
