@@ -162,10 +162,20 @@ def write_chart(results: dict[str, Any], path: Path) -> None:
         lat_ax.barh([p + 0.2 for p in positions], [e["p99_ms"] for e in latency], 0.4, label="p99")
         lat_ax.scatter(
             [e["in_process"]["p50_ms"] for e in latency], list(positions), color="black", marker="|", s=200,
-            label="one review in-process", zorder=3,
+            label="one review in-process, back to back", zorder=3,
+        )  # fmt: skip
+        paced = [
+            (p, paced_p50_ms(e["in_process"], e["target_rate"]))
+            for p, e in zip(positions, latency, strict=True)
+        ]
+        lat_ax.scatter(
+            [ms for _, ms in paced if ms is not None], [p for p, ms in paced if ms is not None],
+            color="black", marker="x", s=40, label="... at the same rate", zorder=3,
         )  # fmt: skip
         lat_ax.set_yticks(list(positions), labels, fontsize=8)
-        lat_ax.set_xlabel("ms from submit to result (lower is better)")
+        # Log scale: a queue that backs up (seconds) must not flatten the idle runs (milliseconds).
+        lat_ax.set_xscale("log")
+        lat_ax.set_xlabel("ms from submit to result (log scale, lower is better)")
         lat_ax.set_title("latency, single reviews at a steady rate", fontsize=10)
         lat_ax.invert_yaxis()
         lat_ax.legend(fontsize=8)
