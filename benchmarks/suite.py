@@ -67,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--ceiling-max-length",
         type=int,
         default=NEAR_ZERO_MAX_LENGTH,
-        help="tokens the near-zero model keeps (the whole review is still tokenized)",
+        help="tokens the near-zero model keeps (the review is cleaned whole, its kept start tokenized)",
     )
     parser.add_argument("--ceiling-repeats", type=int, default=1, help="ceiling runs; the best is kept")
     parser.add_argument(
