@@ -13,7 +13,13 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 from sentiq.text import clean_review, frame_token_ids, special_token_frame
-from worker.encoding import CHARS_PER_TOKEN, ReviewEncoder, cuts_at_spaces_safely
+from worker.encoding import (
+    CHARS_PER_TOKEN,
+    ReviewEncoder,
+    _cleaned_end,
+    _cleaned_start,
+    cuts_at_spaces_safely,
+)
 
 SAMPLE = Path(__file__).resolve().parents[2] / "sentiq" / "data" / "imdb_test_sample.csv.gz"
 
@@ -162,11 +168,58 @@ _TEXTS = st.lists(
 )
 
 
+_TAG_BITS = st.sampled_from(
+    [
+        "<",
+        ">",
+        "<br",
+        "br",
+        "/>",
+        "<br />",
+        "<BR/>",
+        "< br / >",
+        "<\tbr\n>",
+        "<br >",
+        "<<",
+        ">>",
+        "</",
+        "x<y",
+        "a>b",
+    ]
+)
+_SPACES = st.sampled_from([" ", "  ", "\n", "\t\t", "\u00a0", " <br /><br /> ", "<br />", ""])
+_LONG_TEXTS = st.lists(
+    st.tuples(st.one_of(_WORDS, _TAG_BITS, st.text(min_size=1, max_size=6)), _SPACES),
+    min_size=60,
+    max_size=400,
+).map(lambda parts: "".join(word + gap for word, gap in parts))
+
+
+@pytest.mark.parametrize("tag", ["<br />", "< br\t/ >", "<br>", "<", ">", "  \n  "])
+@pytest.mark.parametrize("truncation", ["head", "head_tail"])
+def test_a_tag_anywhere_around_the_cleaned_ends_changes_nothing(
+    tiny_tokenizer: Any, tag: str, truncation: str
+) -> None:
+    encoder = ReviewEncoder(tiny_tokenizer, 12, truncation)
+    words = " ".join(f"w{n % 7}" for n in range(400))
+    windows = (
+        [encoder._head_window, len(words) - encoder._tail_window] if encoder.tail else [encoder._head_window]
+    )
+    texts = [
+        words[:at] + tag + words[at:]
+        for edge in windows
+        for at in range(max(0, edge - 12), min(len(words), edge + 12))
+    ]
+    assert encoder.encode(texts) == [reference_ids(tiny_tokenizer, t, 12, truncation) for t in texts]
+
+
 @hypothesis_settings(
-    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=250, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(
-    texts=st.lists(_TEXTS, min_size=1, max_size=6),
+    # Short texts, and long ones full of line break tags and whitespace runs, which only their
+    # ends are cleaned of: a tag or run can straddle where an end is cut.
+    texts=st.lists(st.one_of(_TEXTS, _LONG_TEXTS), min_size=1, max_size=6),
     max_length=st.integers(min_value=3, max_value=40),
     truncation=st.sampled_from(["head", "head_tail"]),
 )
@@ -177,6 +230,16 @@ def test_any_text_encodes_exactly_as_the_whole_review(
     assert encoder.encode(texts) == [
         reference_ids(minilm_tokenizer, t, max_length, truncation) for t in texts
     ]
+
+
+@hypothesis_settings(max_examples=400, deadline=None)
+@given(text=_LONG_TEXTS, window=st.integers(min_value=1, max_value=400))
+def test_a_cleaned_window_is_exactly_the_start_or_end_of_the_cleaned_review(text: str, window: int) -> None:
+    # What the encoder relies on when it cleans only the ends of a long review: whatever the window
+    # cuts (a line break tag, a run of whitespace, a word), nothing in it differs from the whole.
+    whole = clean_review(text)
+    assert whole.startswith(_cleaned_start(text[:window]))
+    assert whole.endswith(_cleaned_end(text[-window:]))
 
 
 def test_tokenizers_that_do_not_split_at_spaces_tokenize_whole_reviews(tiny_tokenizer: Any) -> None:
