@@ -170,16 +170,6 @@ def test_redis_dying_in_the_middle_of_a_take_strands_nothing_and_answers_once(
 # -- the take's reply is lost after Redis applied it ---------------------------------------------
 
 
-@pytest.fixture
-def store(settings: Settings, redis_client: Redis) -> ResultStore:
-    return ResultStore(redis_client, settings.queue.key_prefix, 600, 10_000)
-
-
-@pytest.fixture
-def worker(settings: Settings, queue: Queue, store: ResultStore, tiny_model: SentimentModel) -> SentiqWorker:
-    return make_worker(queue, store, tiny_model, settings.worker, settings.queue)
-
-
 @pytest.mark.parametrize("resent", [True, False], ids=["redis-py sends it again", "the worker sees it"])
 def test_a_take_whose_reply_is_lost_is_recovered_by_the_sweep_and_answered_once(  # noqa: PLR0917
     resent: bool,
@@ -237,13 +227,6 @@ def test_one_job_id_queued_several_times_is_started_classified_and_finished_once
     assert_settled(redis_client, queue, store, jobs, ids)
     assert one_result_each(redis_client, jobs) == [1, 1, 1]
     assert serves_another_job(worker, queue, store)
-
-
-@pytest.fixture
-def other_worker(
-    settings: Settings, queue: Queue, store: ResultStore, tiny_model: SentimentModel
-) -> SentiqWorker:
-    return make_worker(queue, store, tiny_model, settings.worker, settings.queue)
 
 
 def test_an_attacker_meddling_with_a_take_harms_no_other_review_and_doubles_nothing(  # noqa: PLR0917

@@ -34,7 +34,7 @@ from rq.serializers import JSONSerializer
 
 from sentiq.contract import CLASSIFY_TASK
 from sentiq.result_store import ResultStore
-from sentiq.settings import QueueSettings, Settings, WorkerSettings
+from sentiq.settings import QueueSettings, WorkerSettings
 from tests.support.batch_worker import (
     assert_answered_once,
     assert_settled,
@@ -151,24 +151,6 @@ def test_redis_dying_between_start_and_finish_or_inside_the_finish_loses_and_dou
 
 
 # -- a reply lost after Redis applied the transaction ---------------------------------------------
-
-
-@pytest.fixture
-def store(settings: Settings, redis_client: Redis) -> ResultStore:
-    return ResultStore(redis_client, settings.queue.key_prefix, 600, 10_000)
-
-
-@pytest.fixture
-def worker(settings: Settings, queue: Queue, store: ResultStore, tiny_model: SentimentModel) -> SentiqWorker:
-    return make_worker(queue, store, tiny_model, settings.worker, settings.queue)
-
-
-@pytest.fixture
-def other_worker(
-    settings: Settings, queue: Queue, store: ResultStore, tiny_model: SentimentModel
-) -> SentiqWorker:
-    """Another worker of the same queue, whose maintenance the tests run while ``worker`` is busy."""
-    return make_worker(queue, store, tiny_model, settings.worker, settings.queue)
 
 
 def test_a_finish_whose_exec_reply_is_lost_is_finished_once_and_answered_once(

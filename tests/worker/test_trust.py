@@ -36,11 +36,6 @@ MARKER_MODULE = "sentiq_foreign_marker"
 
 
 @pytest.fixture
-def store(settings: Settings, redis_client: Redis) -> ResultStore:
-    return ResultStore(redis_client, settings.queue.key_prefix, 600, 10_000)
-
-
-@pytest.fixture
 def worker(
     settings: Settings, redis_client: Redis, tiny_model: SentimentModel, store: ResultStore
 ) -> SentiqWorker:
