@@ -7,9 +7,11 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from itertools import chain
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
+import numpy as np
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedTokenizerBase
 
@@ -259,19 +261,24 @@ class SentimentModel:
         """``input_ids`` and ``attention_mask`` of one pass, padded as ``tokenizer.pad`` pads them.
 
         Built directly: the tokenizer's own padding works row by row in Python (12 us a review,
-        a tenth of the queue path with a near-zero model).
+        a tenth of the queue path with a near-zero model), and so did building the padded lists
+        here (77 us a review at 300 tokens, a third of the CPU work per review on a GPU). The rows
+        are read into one flat array and scattered into place through the mask instead.
         """
         pad_id = self.tokenizer.pad_token_id
         if pad_id is None:
             return dict(self.tokenizer.pad({"input_ids": list(rows)}, padding=True, return_tensors="pt"))
-        length = max(len(row) for row in rows)
-        left = self.tokenizer.padding_side == "left"
-        ids, mask = [], []
-        for row in rows:
-            gap = length - len(row)
-            ids.append([pad_id] * gap + row if left else row + [pad_id] * gap)
-            mask.append([0] * gap + [1] * len(row) if left else [1] * len(row) + [0] * gap)
-        return {"input_ids": torch.tensor(ids), "attention_mask": torch.tensor(mask)}
+        lengths = np.fromiter(map(len, rows), dtype=np.int64, count=len(rows))
+        width = int(lengths.max())
+        columns = np.arange(width)
+        if self.tokenizer.padding_side == "left":
+            mask = columns >= (width - lengths)[:, None]
+        else:
+            mask = columns < lengths[:, None]
+        ids = np.full((len(rows), width), pad_id, dtype=np.int64)
+        # The mask's True cells, read row by row, are exactly the rows' tokens in order.
+        ids[mask] = np.fromiter(chain.from_iterable(rows), dtype=np.int64, count=int(lengths.sum()))
+        return {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(mask.astype(np.int64))}
 
     def _logits(self, padded: Any) -> torch.Tensor:
         """One forward pass: torch on the model's device, or the int8 engine when it is set."""

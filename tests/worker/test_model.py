@@ -8,6 +8,9 @@ import shutil
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 from transformers import AutoTokenizer
 
 from sentiq.errors import ModelLoadError
@@ -250,9 +253,8 @@ def test_a_tokenizer_failure_in_a_later_chunk_reaches_the_caller(
         model.predict(texts)
 
 
-@pytest.mark.parametrize("side", ["right", "left"])
-def test_padding_matches_the_tokenizers_own(model: SentimentModel, side: str) -> None:
-    rows = [model.encode(text) for text in ["a wonderful film", "bad", "great acting, great story and more"]]
+def assert_pads_like_the_tokenizer(model: SentimentModel, rows: list[list[int]], side: str) -> None:
+    """``model.pad(rows)`` equals ``tokenizer.pad`` padding on ``side``: same keys, dtypes and values."""
     model.tokenizer.padding_side = side
     try:
         ours = model.pad(rows)
@@ -260,5 +262,29 @@ def test_padding_matches_the_tokenizers_own(model: SentimentModel, side: str) ->
     finally:
         model.tokenizer.padding_side = "right"
     assert set(ours) == {"input_ids", "attention_mask"}
-    assert ours["input_ids"].tolist() == theirs["input_ids"].tolist()
-    assert ours["attention_mask"].tolist() == theirs["attention_mask"].tolist()
+    for name in ("input_ids", "attention_mask"):
+        assert ours[name].dtype == theirs[name].dtype
+        assert ours[name].tolist() == theirs[name].tolist()
+
+
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_padding_matches_the_tokenizers_own(model: SentimentModel, side: str) -> None:
+    rows = [model.encode(text) for text in ["a wonderful film", "bad", "great acting, great story and more"]]
+    assert_pads_like_the_tokenizer(model, rows, side)
+
+
+@hypothesis_settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    rows=st.lists(
+        st.lists(st.integers(min_value=0, max_value=2**40), min_size=1, max_size=40), min_size=1, max_size=12
+    ),
+    side=st.sampled_from(["right", "left"]),
+)
+def test_padding_any_rows_matches_the_tokenizers_own(
+    model: SentimentModel, rows: list[list[int]], side: str
+) -> None:
+    # Rows of equal and unequal lengths, single rows and ids beyond 32 bits: each id lands in its
+    # own row, in order, on the side the tokenizer pads.
+    assert_pads_like_the_tokenizer(model, rows, side)
