@@ -10,16 +10,19 @@
 #   here, once (needs PyPI):   bash benchmarks/gpu_check.sh prepare
 #                               (downloads them into .whl/, which .git/info/exclude ignores)
 #   on the device:              run(command="bash benchmarks/gpu_check.sh", carry=[".whl"],
-#                                   timeout_s=480)
+#                                   timeout_s=540)
 #
 # On the device it installs the wheels into /tmp/site (--no-deps --no-index: nothing fetched),
 # checks the GPU, then runs `python -m benchmarks --device cuda` with GPU-sized counts: the queue
 # ceiling, A/B/C for the TinyBERT shape and the bundled MiniLM in bf16/fp16 (target: >= 20,000
 # reviews/s end to end for the TinyBERT shape), latencies, memory, and GPU utilisation sampled
-# with nvidia-smi during each C. Everything lands in $OUT (bench.json, bench.md, bench.png,
-# gpu_check.log). The benchmark stops itself after BENCH_TIMEOUT_S (default 330 s; SIGTERM stops
-# its workers and Redis, and bench.json keeps every part finished by then), well inside a
-# 10-minute call, so a second try still fits in a 15-minute lease.
+# with nvidia-smi during each C; then the stages of the in-process path one by one
+# (benchmarks.stages) and a profiled CUDA worker at 300 tokens (benchmarks.profile_queue).
+# Everything lands in $OUT (bench.json/md/png, stages.json/md, profile.json/md, gpu_check.log).
+# The benchmark stops itself after BENCH_TIMEOUT_S (default 330 s; SIGTERM stops its workers and
+# Redis, and bench.json keeps every part finished by then), the two others after 75 and 90 s: the
+# whole call took 256 s of an H200 on 2026-11-28 without them, so with them it stays well inside a
+# 10-minute call (timeout_s=540) and a second try still fits in a 15-minute lease.
 #
 # CPU check of the same code path (tiny counts, no install):
 #   PYTHON=.venv/bin/python bash benchmarks/gpu_check.sh cpu-smoke
@@ -119,6 +122,16 @@ case "$MODE" in
             --batch-sizes 256 1024 \
             --latency-seconds 5 \
             --latency-idle-rate 20
+        # Where the time goes on this machine: each stage of the in-process path alone, then the
+        # queue path of a CUDA worker under cProfile at 300 tokens (its raw worker.prof stays there:
+        # $OUT brings back 8 files at most).
+        timeout --signal=TERM --kill-after=15 "${STAGES_TIMEOUT_S:-75}" \
+            "$PYTHON" -m benchmarks.stages --device cuda --reviews 4096 --output "$OUT" 2>&1 \
+            | tee -a "$OUT/gpu_check.log" || true
+        timeout --signal=TERM --kill-after=15 "${PROFILE_TIMEOUT_S:-90}" \
+            "$PYTHON" -m benchmarks.profile_queue --device cuda --max-length 300 --count 12000 \
+            --output /tmp/profile 2>&1 | tee -a "$OUT/gpu_check.log" || true
+        cp /tmp/profile/profile.json /tmp/profile/profile.md "$OUT/" 2>/dev/null || true
         ;;
     cpu-smoke)
         # The same flags with tiny counts on the CPU: proves the code path where no GPU is lent.

@@ -45,7 +45,7 @@ WORKER_STEPS: tuple[tuple[str, str, str], ...] = (
     ("start the batch's jobs: RQ bookkeeping, one round trip", "worker/rq_internals.py", "start_jobs"),
     ("classify (everything between start and publish)", "worker/processing.py", "classify"),
     ("  tokenization: clean + one batched tokenizer call + truncate", "worker/model.py", "encode_all"),
-    ("  padding in Python (tokenizer.pad)", "transformers/tokenization_utils_base.py", "pad"),
+    ("  padding the passes (SentimentModel.pad)", "worker/model.py", "pad"),
     ("  forward pass", "torch/nn/modules/module.py", "_wrapped_call_impl"),
     ("publish results (SET + XADD, publish_once)", "sentiq/result_store.py", "publish_once"),
     ("finish the batch's jobs: RQ bookkeeping, three round trips", "worker/rq_internals.py", "finish_jobs"),
@@ -139,8 +139,10 @@ def profile_queue(
     *,
     max_length: int = NEAR_ZERO_MAX_LENGTH,
     warm_up: int = 256,
+    device: str = "cpu",
 ) -> dict[str, Any]:
-    """Serve the near-zero model from a profiled worker; profile this client's submit and reading."""
+    """Serve the near-zero model from a profiled worker on ``device``; profile this client's submit
+    and reading (on a GPU the worker runs bf16, as a worker there chooses)."""
     model_dir = near_zero_folder(scratch / "near-zero", list(texts[:500]), max_length)
     worker_prof = output / "worker.prof"
     worker_prof.unlink(missing_ok=True)
@@ -149,7 +151,11 @@ def profile_queue(
         "SENTIQ_BENCH_PROFILE": str(worker_prof),
     }
     submit_profile, results_profile = cProfile.Profile(), cProfile.Profile()
-    with serving(model_dir, redis_url, precision="fp32", worker_env=env) as run, run.client() as client:
+    precision = "bf16" if device.startswith("cuda") else "fp32"
+    with (
+        serving(model_dir, redis_url, device=device, precision=precision, worker_env=env) as run,
+        run.client() as client,
+    ):
         client.results(client.submit(texts[:warm_up]), timeout=600)
         for pid in run.pids:
             os.kill(pid, signal.SIGUSR2)
@@ -165,6 +171,7 @@ def profile_queue(
     return {
         "reviews": len(texts),
         "max_length": max_length,
+        "device": device,
         "profiled_seconds": finished - started,
         "profiled_submit_seconds": submitted - started,
         "profiled_ms_per_review": (finished - started) * 1000 / len(texts),
@@ -177,7 +184,7 @@ def markdown(result: dict[str, Any]) -> str:
     """The two ranked tables (worker, client) and the worker's top functions by own time."""
     lines = [
         f"### Queue path profile: near-zero model ({result['max_length']} tokens), "
-        f"{result['reviews']} reviews, 1 worker, under cProfile",
+        f"{result['reviews']} reviews, 1 worker ({result.get('device', 'cpu')}), under cProfile",
         "",
         f"Profiled end to end: {result['profiled_ms_per_review']:.3f} ms/review "
         f"(submit {result['profiled_submit_seconds']:.2f} s of {result['profiled_seconds']:.2f} s).",
@@ -220,6 +227,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--count", type=int, default=4000, help="reviews in the profiled run")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="CSV with a review column")
     parser.add_argument("--max-length", type=int, default=NEAR_ZERO_MAX_LENGTH, help="tokens the model keeps")
+    parser.add_argument("--device", default="cpu", help="the worker's device: cpu, cuda or cuda:N")
     parser.add_argument("--redis-url", help="use this Redis instead of a private redis-server")
     parser.add_argument("--output", type=Path, default=REPO_ROOT / "bench-results")
     args = parser.parse_args(argv)
@@ -229,7 +237,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         redis_url_or_private(args.redis_url) as url,
         tempfile.TemporaryDirectory(prefix="sentiq-profile-") as scratch,
     ):
-        result = profile_queue(texts, url, Path(scratch), args.output, max_length=args.max_length)
+        result = profile_queue(
+            texts, url, Path(scratch), args.output, max_length=args.max_length, device=args.device
+        )
     table = markdown(result)
     print(table)
     (args.output / "profile.json").write_text(json.dumps(result, indent=2), encoding="utf-8")

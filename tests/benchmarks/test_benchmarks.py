@@ -189,9 +189,34 @@ def test_queue_profile_ranks_the_worker_and_client_steps(tmp_path: Path, redis_u
     assert 1 <= tokenization["calls"] <= classify["calls"]
     assert 0 < tokenization["ms_per_review"] <= classify["ms_per_review"]
     assert worker_steps["publish results (SET + XADD, publish_once)"]["calls"] >= 1
+    # Each pass is padded once (the row names the function that pads, so it cannot read 0).
+    assert worker_steps["  padding the passes (SentimentModel.pad)"]["calls"] >= tokenization["calls"]
     assert profile["worker"]["redis_round_trips"] > 0
     client_steps = {row["step"]: row for row in profile["client"]["steps"]}
     assert client_steps["results: parse predictions (Prediction.from_json)"]["calls"] == 64
+
+
+@pytest.mark.slow
+def test_stages_time_each_step_of_the_in_process_path(tmp_path: Path) -> None:
+    _run_module(
+        "benchmarks.stages",
+        "--reviews",
+        "24",
+        "--repeats",
+        "1",
+        "--models",
+        "near-zero",
+        "--output",
+        str(tmp_path),
+    )
+    stages = json.loads((tmp_path / "stages.json").read_text())
+    entry = stages["models"]["near-zero"]
+    assert entry["reviews"] == 24 and entry["max_length"] == 32 and entry["passes"] >= 1
+    names = [row["stage"] for row in entry["stages"]]
+    assert names[0].startswith("clean") and names[-1] == "predict, end to end"
+    assert any("one thread" in name for name in names)
+    assert all(row["seconds"] > 0 and row["us_per_review"] > 0 for row in entry["stages"])
+    assert "| near-zero (32 tokens" in (tmp_path / "stages.md").read_text()
 
 
 @pytest.mark.slow
