@@ -93,6 +93,12 @@ def markdown(results: dict[str, Any]) -> str:
             )
         c = model["C"]
         ratios = f"C/B {model['C/B']:.2f}" + (f", C/A {model['C/A']:.2f}" if "C/A" in model else "")
+        gpu = c.get("gpu")
+        if gpu and gpu.get("samples"):
+            ratios += (
+                f"; GPU busy {gpu['utilisation_mean_pct']:.0f} % mean, "
+                f"{gpu['utilisation_max_pct']:.0f} % max, {gpu['memory_used_max_mib']:,.0f} MiB"
+            )
         lines.append(
             _row("C", name, c["way"][2:], c["reviews"], f"{c['seconds']:.2f}", f"**{_rate(c)}**", ratios)
         )

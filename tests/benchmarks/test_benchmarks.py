@@ -84,6 +84,14 @@ def test_markdown_reports_ceiling_abc_ratios_latency_and_memory() -> None:
     assert "| 31.0 | 70.0 | 72.0 | 20.0 / 26.5 | 11.0 / 4.5 |" in text
     assert "| A/B/C tinybert-shape | 512 | 700 |" in text
     assert "avx2 yes, amx_bf16 no" in text
+    assert "GPU busy" not in text  # a CPU run has no GPU samples
+
+
+def test_markdown_reports_the_gpu_utilisation_sampled_during_c() -> None:
+    results = _results()
+    results["models"][0]["C"]["gpu"] = summarize("27, 20000\n88, 22091\n")
+    text = report.markdown(results)
+    assert "**40.0** | C/B 0.80, C/A 4.00; GPU busy 58 % mean, 88 % max, 22,091 MiB |" in text
 
 
 def test_report_writes_json_markdown_and_chart(tmp_path: Path) -> None:
