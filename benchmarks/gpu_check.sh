@@ -10,19 +10,21 @@
 #   here, once (needs PyPI):   bash benchmarks/gpu_check.sh prepare
 #                               (downloads them into .whl/, which .git/info/exclude ignores)
 #   on the device:              run(command="bash benchmarks/gpu_check.sh", carry=[".whl"],
-#                                   timeout_s=540)
+#                                   timeout_s=580)
 #
 # On the device it installs the wheels into /tmp/site (--no-deps --no-index: nothing fetched),
 # checks the GPU, then runs `python -m benchmarks --device cuda` with GPU-sized counts: the queue
 # ceiling, A/B/C for the TinyBERT shape and the bundled MiniLM in bf16/fp16 (target: >= 20,000
 # reviews/s end to end for the TinyBERT shape), latencies, memory, and GPU utilisation sampled
 # with nvidia-smi during each C; then the stages of the in-process path one by one
-# (benchmarks.stages) and a profiled CUDA worker at 300 tokens (benchmarks.profile_queue).
-# Everything lands in $OUT (bench.json/md/png, stages.json/md, profile.json/md, gpu_check.log).
+# (benchmarks.stages), a profiled CUDA worker at 300 tokens (benchmarks.profile_queue) and C of
+# the TinyBERT shape with a longer gathering wait. Everything lands in $OUT (bench.json/md/png,
+# stages.json, profile.json, wait100.json, gpu_check.log with every table printed).
 # The benchmark stops itself after BENCH_TIMEOUT_S (default 330 s; SIGTERM stops its workers and
-# Redis, and bench.json keeps every part finished by then), the two others after 75 and 90 s: the
-# whole call took 256 s of an H200 on 2026-11-28 without them, so with them it stays well inside a
-# 10-minute call (timeout_s=540) and a second try still fits in a 15-minute lease.
+# Redis, and bench.json keeps every part finished by then), the others after 60-80 s each. On an
+# H200 on 2026-11-28 the benchmark took 256 s and benchmark, stages and profile 362 s, so the
+# whole call stays inside a 10-minute call (timeout_s=580); a second try fits in a 15-minute lease
+# only when the first fails early.
 #
 # CPU check of the same code path (tiny counts, no install):
 #   PYTHON=.venv/bin/python bash benchmarks/gpu_check.sh cpu-smoke
@@ -123,15 +125,26 @@ case "$MODE" in
             --latency-seconds 5 \
             --latency-idle-rate 20
         # Where the time goes on this machine: each stage of the in-process path alone, then the
-        # queue path of a CUDA worker under cProfile at 300 tokens (its raw worker.prof stays there:
-        # $OUT brings back 8 files at most).
-        timeout --signal=TERM --kill-after=15 "${STAGES_TIMEOUT_S:-75}" \
-            "$PYTHON" -m benchmarks.stages --device cuda --reviews 4096 --output "$OUT" 2>&1 \
+        # queue path of a CUDA worker under cProfile at 300 tokens (its raw worker.prof and the
+        # Markdown tables stay there, printed into the log: $OUT brings back 8 files at most).
+        timeout --signal=TERM --kill-after=15 "${STAGES_TIMEOUT_S:-60}" \
+            "$PYTHON" -m benchmarks.stages --device cuda --reviews 4096 --output /tmp/stages 2>&1 \
             | tee -a "$OUT/gpu_check.log" || true
-        timeout --signal=TERM --kill-after=15 "${PROFILE_TIMEOUT_S:-90}" \
+        cp /tmp/stages/stages.json "$OUT/" 2>/dev/null || true
+        timeout --signal=TERM --kill-after=15 "${PROFILE_TIMEOUT_S:-80}" \
             "$PYTHON" -m benchmarks.profile_queue --device cuda --max-length 300 --count 12000 \
             --output /tmp/profile 2>&1 | tee -a "$OUT/gpu_check.log" || true
-        cp /tmp/profile/profile.json /tmp/profile/profile.md "$OUT/" 2>/dev/null || true
+        cp /tmp/profile/profile.json "$OUT/" 2>/dev/null || true
+        # The lever that profile pointed at on 2026-11-28: a CUDA worker's batches held ~2 jobs of
+        # the 14 its gathering limit allows, because decoding a 256-review job of full-length
+        # reviews takes milliseconds and gathering stops after SENTIQ_WORKER_MAX_WAIT_MS (5).
+        # C of the TinyBERT shape again with 100 ms, next to its own B, for the next session.
+        timeout --signal=TERM --kill-after=15 "${WAIT_TIMEOUT_S:-80}" \
+            "$PYTHON" -m benchmarks --device cuda --models tinybert-shape --count 20000 \
+            --pipeline-count 0 --ceiling-count 0 --precisions bf16 --batch-sizes 1024 --latency-models \
+            --worker-env SENTIQ_WORKER_MAX_WAIT_MS=100 --output /tmp/wait100 2>&1 \
+            | tee -a "$OUT/gpu_check.log" || true
+        cp /tmp/wait100/bench.json "$OUT/wait100.json" 2>/dev/null || true
         ;;
     cpu-smoke)
         # The same flags with tiny counts on the CPU: proves the code path where no GPU is lent.
