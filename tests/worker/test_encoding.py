@@ -11,6 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
+from tokenizers import Tokenizer
 
 from sentiq.text import clean_review, frame_token_ids, special_token_frame
 from worker.encoding import (
@@ -55,6 +56,64 @@ def imdb_reviews() -> list[str]:
 @pytest.fixture(params=["tiny_tokenizer", "minilm_tokenizer"])
 def tokenizer(request: pytest.FixtureRequest) -> Any:
     return request.getfixturevalue(request.param)
+
+
+@pytest.mark.parametrize(
+    ("text", "taken"),
+    [
+        ("A Fine, FINE film!", True),
+        ("plain words", True),
+        ("café", False),
+        ("tab\tinside", False),
+        ("bell\x07", False),
+        ("del\x7f", False),
+        ("[CLS] first", False),
+        ("lower [cls] too", False),
+        ("[unk]", False),
+    ],
+)
+def test_only_printable_ascii_without_special_tokens_skips_the_normalizer(
+    minilm_tokenizer: Any, text: str, taken: bool
+) -> None:
+    encoder = ReviewEncoder(minilm_tokenizer, 32, "head")
+    assert encoder._ascii is not None
+    assert encoder._ascii.takes(text) is taken
+    # Either way the ids are the whole review's.
+    assert encoder.encode([text]) == [reference_ids(minilm_tokenizer, text, 32, "head")]
+
+
+def with_normalizer(tokenizer: Any, normalizer: dict[str, Any]) -> Any:
+    """A fast tokenizer like ``tokenizer`` (BERT's special tokens) with another normalizer."""
+    import json
+
+    from transformers import PreTrainedTokenizerFast
+
+    spec = json.loads(tokenizer.backend_tokenizer.to_str())
+    spec["normalizer"] = normalizer
+    specials = {"unk_token": "[UNK]", "cls_token": "[CLS]", "sep_token": "[SEP]", "pad_token": "[PAD]"}
+    return PreTrainedTokenizerFast(
+        tokenizer_object=Tokenizer.from_str(json.dumps(spec)), mask_token="[MASK]", **specials
+    )
+
+
+def test_a_cased_bert_tokenizer_keeps_its_case_on_the_shortcut(minilm_tokenizer: Any) -> None:
+    bert = {"type": "BertNormalizer", "clean_text": True, "handle_chinese_chars": True}
+    cased = with_normalizer(minilm_tokenizer, {**bert, "strip_accents": None, "lowercase": False})
+    encoder = ReviewEncoder(cased, 32, "head")
+    assert encoder._ascii is not None and not encoder._ascii.lowercase
+    texts = ["GOOD Film", "good film", "Naïve GOOD"]
+    assert encoder.encode(texts) == [reference_ids(cased, t, 32, "head") for t in texts]
+    assert encoder.encode(["GOOD"]) != encoder.encode(["good"])
+
+
+def test_other_normalizers_get_no_shortcut(minilm_tokenizer: Any) -> None:
+    other = with_normalizer(
+        minilm_tokenizer, {"type": "Sequence", "normalizers": [{"type": "NFKC"}, {"type": "Lowercase"}]}
+    )
+    encoder = ReviewEncoder(other, 32, "head")
+    assert encoder._ascii is None
+    texts = ["ＦＵＬＬ width", "GOOD film"]
+    assert encoder.encode(texts) == [reference_ids(other, t, 32, "head") for t in texts]
 
 
 def test_bert_tokenizers_take_the_fast_path(tokenizer: Any) -> None:
@@ -153,6 +212,18 @@ _WORDS = st.sampled_from(
         "x" * 120,
         "a-b",
         "...",
+        # Printable ASCII takes the shortcut past the normalizer (lowered in Python); these must
+        # not, or must give the same ids there: upper case, special tokens' text in other cases,
+        # control characters and DEL.
+        "GOOD",
+        "Don't",
+        "[cls]",
+        "[Sep]",
+        "x[MASK]y",
+        "\x07",
+        "\x7f",
+        "a\x00b",
+        "\x1b[0m",
     ]
 )
 _TEXTS = st.lists(
