@@ -41,6 +41,9 @@ CHARS_PER_TOKEN = 6
 #: a cleaned review at a space cuts its token sequence at the same place.
 _SPLITTING_PRE_TOKENIZERS = frozenset({"BertPreTokenizer", "Whitespace", "WhitespaceSplit"})
 _PER_CHARACTER_NORMALIZERS = frozenset({"BertNormalizer", "Lowercase", "NFD", "StripAccents"})
+#: BERT tokenizers add 5 tokens ([PAD], [UNK], [CLS], [SEP], [MASK]); each is looked for in every
+#: printable ASCII piece (about 0.1 us), so a tokenizer with many more keeps its normalizer.
+MAX_ADDED_TOKENS_FOR_SHORTCUT = 32
 
 
 def cuts_at_spaces_safely(tokenizer: Any) -> bool:
@@ -105,9 +108,12 @@ def _ascii_shortcut(backend: Tokenizer | None) -> _AsciiShortcut | None:
     normalizer = json.loads(backend.to_str()).get("normalizer") or {}
     if normalizer.get("type") != "BertNormalizer":
         return None
+    added = tuple(token.content.lower() for token in backend.get_added_tokens_decoder().values())
+    if len(added) > MAX_ADDED_TOKENS_FOR_SHORTCUT:
+        # Looking for each of them in every piece would cost more than the normalizer.
+        return None
     bare = Tokenizer.from_str(backend.to_str())
     bare.normalizer = None
-    added = tuple(token.content.lower() for token in backend.get_added_tokens_decoder().values())
     return _AsciiShortcut(bare, bool(normalizer.get("lowercase", True)), added)
 
 

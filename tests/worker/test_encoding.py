@@ -16,6 +16,7 @@ from tokenizers import Tokenizer
 from sentiq.text import clean_review, frame_token_ids, special_token_frame
 from worker.encoding import (
     CHARS_PER_TOKEN,
+    MAX_ADDED_TOKENS_FOR_SHORTCUT,
     ReviewEncoder,
     _cleaned_end,
     _cleaned_start,
@@ -104,6 +105,16 @@ def test_a_cased_bert_tokenizer_keeps_its_case_on_the_shortcut(minilm_tokenizer:
     texts = ["GOOD Film", "good film", "Naïve GOOD"]
     assert encoder.encode(texts) == [reference_ids(cased, t, 32, "head") for t in texts]
     assert encoder.encode(["GOOD"]) != encoder.encode(["good"])
+
+
+def test_a_tokenizer_with_many_added_tokens_keeps_its_normalizer(minilm_tokenizer: Any) -> None:
+    bert = {"type": "BertNormalizer", "clean_text": True, "handle_chinese_chars": True, "lowercase": True}
+    many = with_normalizer(minilm_tokenizer, bert)
+    many.add_tokens([f"<extra_{n}>" for n in range(MAX_ADDED_TOKENS_FOR_SHORTCUT)])
+    encoder = ReviewEncoder(many, 32, "head")
+    assert encoder._ascii is None
+    texts = ["a <extra_3> review", "GOOD film"]
+    assert encoder.encode(texts) == [reference_ids(many, t, 32, "head") for t in texts]
 
 
 def test_other_normalizers_get_no_shortcut(minilm_tokenizer: Any) -> None:
