@@ -85,8 +85,9 @@ class _AsciiShortcut:
 
     backend: Tokenizer
     lowercase: bool
-    #: Added tokens (``[CLS]``, ...), lower-cased: a piece holding one goes the full way, since
-    #: they are matched before normalizing and lowering them here would change what matches.
+    #: Added tokens (``[CLS]``, ...), lower-cased, as written and as normalized: a piece holding
+    #: one goes the full way, since some are matched before normalizing (lowering them here would
+    #: change what matches) and the normalizer can make others ASCII ("café" matches "cafe").
     added: tuple[str, ...]
 
     def takes(self, text: str) -> bool:
@@ -108,7 +109,11 @@ def _ascii_shortcut(backend: Tokenizer | None) -> _AsciiShortcut | None:
     normalizer = json.loads(backend.to_str()).get("normalizer") or {}
     if normalizer.get("type") != "BertNormalizer":
         return None
-    added = tuple(token.content.lower() for token in backend.get_added_tokens_decoder().values())
+    tokens = list(backend.get_added_tokens_decoder().values())
+    texts = [token.content for token in tokens]
+    # The full tokenizer looks for a normalized=True token's normalized text in the normalized piece.
+    texts += [backend.normalizer.normalize_str(token.content) for token in tokens if token.normalized]
+    added = tuple(dict.fromkeys(text.lower() for text in texts))
     if len(added) > MAX_ADDED_TOKENS_FOR_SHORTCUT:
         # Looking for each of them in every piece would cost more than the normalizer.
         return None

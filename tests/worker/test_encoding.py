@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
-from tokenizers import Tokenizer
+from tokenizers import AddedToken, Tokenizer
 
 from sentiq.text import clean_review, frame_token_ids, special_token_frame
 from worker.encoding import (
@@ -105,6 +105,28 @@ def test_a_cased_bert_tokenizer_keeps_its_case_on_the_shortcut(minilm_tokenizer:
     texts = ["GOOD Film", "good film", "Naïve GOOD"]
     assert encoder.encode(texts) == [reference_ids(cased, t, 32, "head") for t in texts]
     assert encoder.encode(["GOOD"]) != encoder.encode(["good"])
+
+
+@pytest.mark.parametrize(
+    ("content", "texts"),
+    [
+        ("café", ["a cafe here", "CAFE"]),  # accents stripped
+        ("\u0130", ["i am", "I"]),  # stripped, then lowered: "i"
+        ("ab\x07c", ["abc d"]),  # control characters out
+    ],
+)
+def test_an_added_token_that_normalizes_to_ascii_keeps_the_normalizer(
+    minilm_tokenizer: Any, content: str, texts: list[str]
+) -> None:
+    # tokenizer.add_tokens gives normalized=True: the full tokenizer matches the token's normalized
+    # text, which is printable ASCII though the token is not.
+    bert = {"type": "BertNormalizer", "clean_text": True, "handle_chinese_chars": True, "lowercase": True}
+    extended = with_normalizer(minilm_tokenizer, bert)
+    extended.add_tokens([AddedToken(content, normalized=True)])
+    encoder = ReviewEncoder(extended, 32, "head")
+    assert encoder._ascii is not None
+    assert encoder.encode(texts) == [reference_ids(extended, t, 32, "head") for t in texts]
+    assert all(extended.convert_tokens_to_ids(content) in ids for ids in encoder.encode(texts))
 
 
 def test_a_tokenizer_with_many_added_tokens_keeps_its_normalizer(minilm_tokenizer: Any) -> None:
