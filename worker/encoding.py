@@ -72,6 +72,8 @@ def _plain_backend(tokenizer: Any) -> Tokenizer | None:
     plain = Tokenizer.from_str(backend.to_str())
     plain.no_truncation()
     plain.no_padding()
+    # Not in the JSON: transformers sets it for split_special_tokens=True ("[CLS]" in text is words).
+    plain.encode_special_tokens = backend.encode_special_tokens
     return plain
 
 

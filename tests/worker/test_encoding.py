@@ -129,6 +129,18 @@ def test_an_added_token_that_normalizes_to_ascii_keeps_the_normalizer(
     assert all(extended.convert_tokens_to_ids(content) in ids for ids in encoder.encode(texts))
 
 
+def test_split_special_tokens_reads_their_text_as_words() -> None:
+    from transformers import AutoTokenizer
+
+    from training.base_model import bundled_model_path
+
+    split = AutoTokenizer.from_pretrained(str(bundled_model_path()), split_special_tokens=True)
+    texts = ["a [CLS] b", "[MASK]", "é [SEP]", "good [sep] film"]
+    encoder = ReviewEncoder(split, 32, "head")
+    assert encoder.encode(texts) == [reference_ids(split, t, 32, "head") for t in texts]
+    assert split.mask_token_id not in encoder.encode(["[MASK]"])[0]
+
+
 def test_a_tokenizer_with_many_added_tokens_keeps_its_normalizer(minilm_tokenizer: Any) -> None:
     bert = {"type": "BertNormalizer", "clean_text": True, "handle_chinese_chars": True, "lowercase": True}
     many = with_normalizer(minilm_tokenizer, bert)
