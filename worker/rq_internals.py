@@ -33,7 +33,7 @@ from redis.exceptions import OutOfMemoryError as RedisOutOfMemoryError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.exceptions import WatchError
 from rq import Queue
-from rq.exceptions import NoSuchJobError
+from rq.exceptions import NoSuchJobError, StopRequested
 from rq.executions import Execution
 from rq.job import JOB_ID_PATTERN, Job, JobStatus
 from rq.registry import FailedJobRegistry, StartedJobRegistry
@@ -157,6 +157,10 @@ class SentiqJob(Job):
             result = super().restore(raw_data)
         except NoSuchJobError as error:
             raise UnreadableJobError(self.id, f"the job hash does not parse: {error}") from error
+        except StopRequested:
+            # RQ's SIGTERM handler raises it wherever an idle worker is, this read included: a stop,
+            # not a bad record (taken for one, it refused a healthy job and the stop was lost).
+            raise
         except Exception as error:
             detail = str(error) or "a field such as timeout, created_at, status or retries_left is malformed"
             raise UnreadableJobError(
@@ -308,7 +312,7 @@ def dequeue_jobs(queues: Sequence[Queue], most: int, connection: Redis) -> Deque
             jobs.append((SentiqJob.from_read(job_id, reply, connection, JSONSerializer), queue))
         except NoSuchJobError:
             continue
-        except TRANSIENT_REDIS_ERRORS:
+        except (*TRANSIENT_REDIS_ERRORS, StopRequested):
             raise
         except Exception as error:
             error.job_id = job_id  # type: ignore[attr-defined]

@@ -15,6 +15,7 @@ for a heartbeat TTL; the tests backdate RQ's first-seen markers instead of waiti
 from __future__ import annotations
 
 import json
+import signal
 import sys
 import threading
 import time
@@ -29,6 +30,7 @@ from redis.client import Pipeline
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.retry import Retry
 from rq import Queue
+from rq.exceptions import StopRequested
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
@@ -41,6 +43,7 @@ from tests.support.batch_worker import (
     enqueue,
     make_worker,
     serves_another_job,
+    streamed_ids,
 )
 from tests.support.killed_redis import Outage, outage  # noqa: F401 (a fixture)
 from tests.worker.test_trust import (
@@ -365,3 +368,59 @@ def test_two_workers_gathering_one_queue_at_once_answer_every_review_once(
     finally:
         for client in clients:
             client.close()
+
+
+@pytest.mark.parametrize("where", ["dequeue", "sweep"])
+def test_a_stop_signal_while_a_job_is_read_stops_the_worker_and_refuses_nothing(  # noqa: PLR0917
+    worker: SentiqWorker,
+    other_worker: SentiqWorker,
+    queue: Queue,
+    store: ResultStore,
+    redis_client: Redis,
+    monkeypatch: pytest.MonkeyPatch,
+    where: str,
+) -> None:
+    # RQ's SIGTERM handler raises StopRequested wherever an idle worker happens to be: here inside
+    # RQ's restore of a job's hash, while the worker dequeues (the job already in the intermediate
+    # list) or while its maintenance sweep reads a stranded job. It was taken for an unreadable
+    # record: the job was refused (its reviews answered with errors) and the stop was lost, so the
+    # worker served on until it was SIGKILLed (seen in tests/e2e/test_rollout.py).
+    jobs = [enqueue(queue, "first"), enqueue(queue, "second")]
+    if where == "sweep":
+        redis_client.lmove(queue.key, intermediate_queue_key(queue), "LEFT", "RIGHT")  # a dead worker's
+    real_restore = Job.restore
+    signalled: list[str] = []
+
+    def restore_under_a_signal(job: Job, raw_data: Any) -> Any:
+        if not signalled:
+            signalled.append(job.id)
+            worker.request_stop(signal.SIGTERM, None)  # what the signal runs, at this instant
+        return real_restore(job, raw_data)
+
+    handlers = {number: signal.getsignal(number) for number in (signal.SIGTERM, signal.SIGINT)}
+    monkeypatch.setattr(Job, "restore", restore_under_a_signal)
+    try:
+        if where == "sweep":
+            with pytest.raises(StopRequested):
+                worker.run_maintenance_tasks()
+        else:
+            worker.work(burst=True)
+    finally:
+        for number, handler in handlers.items():
+            signal.signal(number, handler)
+        monkeypatch.undo()
+    assert signalled == [jobs[0].id]
+    # Nothing refused, nothing answered, nothing run: both jobs wait, the first where the take left it.
+    assert streamed_ids(redis_client, store) == []
+    assert [redis_client.hget(job.key, "status") for job in jobs] == [b"queued", b"queued"]
+    assert intermediate_job_ids(queue) + queue.get_job_ids() == [job.id for job in jobs]
+    # Another worker's sweep puts the first back once it has sat there a heartbeat TTL; it serves both.
+    sweep_twice(other_worker, queue)
+    other_worker.work(burst=True)
+    assert_settled(
+        redis_client,
+        queue,
+        store,
+        jobs,
+        [f"{prefix}-{n}" for prefix in ("first", "second") for n in range(2)],
+    )
