@@ -330,12 +330,15 @@ def test_two_workers_gathering_one_queue_at_once_answer_every_review_once(
         ]
         store = ResultStore(clients[0], settings.queue.key_prefix, 600, 10_000)
         models = [tiny_model, SentimentModel.load(tiny_model_dir, max_batch_size=64)]
+        # Batches of at most 4 reviews: one worker cannot gather all 120 jobs before the other has
+        # started (it did once encoding got faster), so the two take turns many times.
+        gathering = settings.worker.model_copy(update={"max_gather_tokens": 4 * tiny_model.info.max_length})
         workers = [
             make_worker(
                 queue,
                 ResultStore(queue.connection, settings.queue.key_prefix, 600, 10_000),
                 model,
-                settings.worker,
+                gathering,
                 settings.queue,
             )
             for queue, model in zip(queues, models, strict=True)
