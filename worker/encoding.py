@@ -92,23 +92,22 @@ class _AsciiShortcut:
     #: change what matches) and the normalizer can make others ASCII ("café" matches "cafe").
     added: tuple[str, ...]
 
-    def takes(self, text: str) -> bool:
-        """Whether ``text`` tokenizes to the same ids through this copy (after :meth:`prepare`)."""
+    def prepared(self, text: str) -> str | None:
+        """What the normalizer would make of ``text`` when this copy gives the same ids for it, else None."""
         if not (text.isascii() and text.isprintable()):
-            return False
+            return None
         lowered = text.lower()
-        return not any(token in lowered for token in self.added)
-
-    def prepare(self, text: str) -> str:
-        """What the normalizer would make of ``text`` (printable ASCII)."""
-        return text.lower() if self.lowercase else text
+        if any(token in lowered for token in self.added):
+            return None
+        return lowered if self.lowercase else text
 
 
 def _ascii_shortcut(backend: Tokenizer | None) -> _AsciiShortcut | None:
     """The shortcut for tokenizers whose normalizer is exactly BERT's, else None."""
     if backend is None:
         return None
-    normalizer = json.loads(backend.to_str()).get("normalizer") or {}
+    spec = backend.to_str()
+    normalizer = json.loads(spec).get("normalizer") or {}
     if normalizer.get("type") != "BertNormalizer":
         return None
     tokens = list(backend.get_added_tokens_decoder().values())
@@ -119,7 +118,7 @@ def _ascii_shortcut(backend: Tokenizer | None) -> _AsciiShortcut | None:
     if len(added) > MAX_ADDED_TOKENS_FOR_SHORTCUT:
         # Looking for each of them in every piece would cost more than the normalizer.
         return None
-    bare = Tokenizer.from_str(backend.to_str())
+    bare = Tokenizer.from_str(spec)
     bare.normalizer = None
     return _AsciiShortcut(bare, bool(normalizer.get("lowercase", True)), added)
 
@@ -260,13 +259,11 @@ class ReviewEncoder:
         if self._backend is not None:
             if self._ascii is None:
                 return self._ids(self._backend, list(texts))
-            shortcut = self._ascii
-            taken = [shortcut.takes(text) for text in texts]
-            pairs = list(zip(texts, taken, strict=True))
-            fast = self._ids(shortcut.backend, [shortcut.prepare(text) for text, ok in pairs if ok])
-            full = self._ids(self._backend, [text for text, ok in pairs if not ok])
+            prepared = [self._ascii.prepared(text) for text in texts]
+            fast = self._ids(self._ascii.backend, [text for text in prepared if text is not None])
+            full = self._ids(self._backend, [t for t, p in zip(texts, prepared, strict=True) if p is None])
             fast_rows, full_rows = iter(fast), iter(full)
-            return [next(fast_rows) if ok else next(full_rows) for ok in taken]
+            return [next(full_rows) if text is None else next(fast_rows) for text in prepared]
         # verbose=False: whole reviews are longer than the model takes on purpose; they are cut after.
         ids = self.tokenizer(list(texts), add_special_tokens=False, truncation=False, verbose=False)
         return list(ids["input_ids"])
