@@ -84,22 +84,15 @@ def measure_stages(
                 model.model(**batch).logits.float().softmax(dim=-1).max(dim=-1)
 
     cleaned = [clean_review(text) for text in texts]
+
+    def tokenize_cleaned() -> object:
+        backend = encoder._backend
+        return None if backend is None else backend.encode_batch_fast(cleaned, add_special_tokens=False)
+
     stages: dict[str, Callable[[], object]] = {
         "clean whole reviews (Python)": lambda: [clean_review(text) for text in texts],
-        "tokenize whole cleaned reviews (Rust alone)": (
-            lambda: (
-                encoder._backend.encode_batch_fast(cleaned, add_special_tokens=False)
-                if encoder._backend is not None
-                else None
-            )
-        ),
-        "tokenize whole cleaned reviews (Rust alone, one thread)": lambda: _one_thread(
-            lambda: (
-                encoder._backend.encode_batch_fast(cleaned, add_special_tokens=False)
-                if encoder._backend is not None
-                else None
-            )
-        ),
+        "tokenize whole cleaned reviews (Rust alone)": tokenize_cleaned,
+        "tokenize whole cleaned reviews (Rust alone, one thread)": lambda: _one_thread(tokenize_cleaned),
         "encode (clean ends, tokenize, cut, frame)": lambda: model.encode_all(texts),
         "pad the passes": lambda: [model.pad(rows) for rows in passes],
         "copy to the device and run the passes": lambda: [model._logits(batch) for batch in padded],
