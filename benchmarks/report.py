@@ -30,6 +30,18 @@ def _row(*cells: object) -> str:
     return "| " + " | ".join(str(cell) for cell in cells) + " |"
 
 
+def _rounds(entry: dict[str, Any]) -> str:
+    """``, best of 3 rounds (150.1 / 148.2 / 151.0)`` for a head-to-head entry, else nothing."""
+    rounds = entry.get("rounds")
+    if not rounds:
+        return ""
+    return (
+        f", best of {len(rounds)} round{'s' if len(rounds) > 1 else ''} ("
+        + " / ".join(f"{rate:,.1f}" for rate in rounds)
+        + ")"
+    )
+
+
 def markdown(results: dict[str, Any]) -> str:
     """Markdown tables: throughput (ceiling, A/B/C per model with ratios), latency, memory."""
     lines = [
@@ -72,6 +84,10 @@ def markdown(results: dict[str, Any]) -> str:
             best = " (best)" if b["way"] == model["B"]["way"] else ""
             way = f"in-process {b['way'][2:]}{best}"
             lines.append(_row("B", name, way, b["reviews"], f"{b['seconds']:.2f}", _rate(b), ""))
+        b = model["B"]
+        if "rounds" in b:
+            way = f"in-process {b['way'][2:]}, head to head with C{_rounds(b)}"
+            lines.append(_row("B", name, way, b["reviews"], f"{b['seconds']:.2f}", f"**{_rate(b)}**", ""))
         check = model.get("int8_check")
         if check:
             verdict = "kept" if check["passed"] else "refused"
@@ -100,7 +116,15 @@ def markdown(results: dict[str, Any]) -> str:
                 f"{gpu['utilisation_max_pct']:.0f} % max, {gpu['memory_used_max_mib']:,.0f} MiB"
             )
         lines.append(
-            _row("C", name, c["way"][2:], c["reviews"], f"{c['seconds']:.2f}", f"**{_rate(c)}**", ratios)
+            _row(
+                "C",
+                name,
+                c["way"][2:] + _rounds(c),
+                c["reviews"],
+                f"{c['seconds']:.2f}",
+                f"**{_rate(c)}**",
+                ratios,
+            )
         )
     latency = results.get("latency", [])
     if latency:

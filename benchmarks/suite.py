@@ -85,6 +85,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--batch-sizes", type=int, nargs="*", help="B's batch sizes (default: 16 64; GPU: 64 256 512)"
     )
     parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="alternating rounds of B's fastest variant and C after the grid; each keeps its best",
+    )
+    parser.add_argument(
         "--worker-precision", default="auto", help="C's worker precision (auto: as a worker chooses)"
     )
     parser.add_argument(
@@ -228,6 +234,7 @@ def run(args: argparse.Namespace, redis_url: str, scratch: Path) -> dict[str, An
             device=device,
             worker_precision=args.worker_precision,
             worker_env=worker_env,
+            rounds=max(1, args.rounds),
         )
         entry["C"]["way"] = f"C redis, 1 worker ({worker_precision})"
         if name in int8_checks:

@@ -94,6 +94,19 @@ def test_markdown_reports_the_gpu_utilisation_sampled_during_c() -> None:
     assert "**40.0** | C/B 0.80, C/A 4.00; GPU busy 58 % mean, 88 % max, 22,091 MiB |" in text
 
 
+def test_markdown_shows_the_head_to_head_rounds_of_b_and_c() -> None:
+    results = _results()
+    model = results["models"][0]
+    model["B"] = {**_timing("B sentiq bf16 bs 16", 100, 2.0), "rounds": [48.0, 50.0, 49.5]}
+    model["C"] = {**_timing("C redis, 1 worker (bf16)", 100, 2.5), "rounds": [40.0, 38.0, 39.0]}
+    text = report.markdown(results)
+    assert (
+        "| B | tinybert-shape | in-process sentiq bf16 bs 16, head to head with C, best of 3 rounds "
+        "(48.0 / 50.0 / 49.5) | 100 | 2.00 | **50.0** |  |"
+    ) in text
+    assert "redis, 1 worker (bf16), best of 3 rounds (40.0 / 38.0 / 39.0) | 100 | 2.50 | **40.0** |" in text
+
+
 def test_report_writes_json_markdown_and_chart(tmp_path: Path) -> None:
     paths = report.write_all(_results(), tmp_path)
     assert [path.name for path in paths] == ["bench.json", "bench.md", "bench.png"]
@@ -155,6 +168,7 @@ def test_benchmark_run_writes_every_section(tmp_path: Path, redis_url: str) -> N
         "--ceiling-clients", "3",
         "--precisions", "fp32",
         "--batch-sizes", "4",
+        "--rounds", "2",
         "--latency-seconds", "1",
         "--latency-idle-rate", "10",
         "--latency-models", "near-zero",
@@ -172,6 +186,12 @@ def test_benchmark_run_writes_every_section(tmp_path: Path, redis_url: str) -> N
     int8 = ["B sentiq int8 bs 4"] if model["int8_check"]["passed"] else []
     assert [b["way"] for b in model["B_variants"]] == ["B sentiq fp32 bs 4", "B hf fp32 bs 4", *int8]
     assert model["C"]["reviews"] == 12 and model["C/B"] > 0 and model["C/A"] > 0
+    # B's fastest grid variant and C, head to head: two rounds each, each side its best round.
+    assert model["B"]["way"] in [b["way"] for b in model["B_variants"]]
+    for side in ("B", "C"):
+        assert len(model[side]["rounds"]) == 2
+        assert model[side]["reviews_per_second"] == pytest.approx(max(model[side]["rounds"]))
+    assert model["C/B"] == pytest.approx(model["C"]["reviews_per_second"] / model["B"]["reviews_per_second"])
     loads = [entry["load"] for entry in results["latency"]]
     assert loads[0] == "idle" and loads[1].startswith("half of C") and len(loads) == 2
     assert all(entry["p99_ms"] >= entry["p50_ms"] > 0 for entry in results["latency"])
