@@ -50,7 +50,12 @@ def flags_line(machine: dict[str, Any]) -> str:
         f"{flag} {'yes' if present else 'no'}" for flag, present in machine["cpu_flags"].items()
     )
     gpu = f", GPU {machine['gpu']}" if "gpu" in machine else ""
-    return f"{machine['cpu']}, {machine['cores']} cores ({flags}), load {machine['load_average_1m']}{gpu}"
+    kept = machine.get("freed_memory_kept")
+    allocator = "" if kept is None else f", allocator {'keeps freed memory' if kept else 'as glibc sets it'}"
+    return (
+        f"{machine['cpu']}, {machine['cores']} cores ({flags}), load {machine['load_average_1m']}"
+        f"{gpu}{allocator}"
+    )
 
 
 def peak_rss_mib(pid: int | None = None) -> float | None:

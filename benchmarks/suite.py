@@ -176,6 +176,10 @@ def run(args: argparse.Namespace, redis_url: str, scratch: Path) -> dict[str, An
     texts = load_reviews(args.data, max(count, _scaled(args.ceiling_count, args.scale), 200))
     machine = describe_machine(device)
     print(f"machine: {flags_line(machine)}", file=sys.stderr)
+    from worker.allocator import keep_freed_memory
+
+    # B runs in this process: it gets the allocator setting the worker (C) gets, and so does A.
+    machine["freed_memory_kept"] = keep_freed_memory()
     results: dict[str, Any] = {
         "device": device,
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),

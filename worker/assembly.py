@@ -20,6 +20,7 @@ from worker.device import (
     cpu_has_fast_bf16,
     host_ticket_key,
 )
+from worker.allocator import keep_freed_memory
 from worker.int8 import has_usable_int8, load_int8
 from worker.model import PROBE_TEXT, SentimentModel
 from worker.processing import Classifier
@@ -158,6 +159,8 @@ def _pass_seconds(model: SentimentModel, texts: list[str]) -> float:
 
 def build_classifier(settings: Settings, connection: Redis) -> Classifier:
     """Load the model once on the chosen device, warm it up and attach the result store."""
+    if settings.worker.keep_freed_memory:
+        keep_freed_memory()
     choice, precision = pick_device(settings, connection)
     if choice.device == "cpu":
         # Leave the core count to torch's default, but never oversubscribe inter-op threads.
