@@ -205,6 +205,13 @@ class WorkerSettings(BaseModel):
         "max_batch_tokens (109 reviews of 300 tokens on CPU, 3,495 on GPU).",
     )
     max_length: int = Field(default=0, ge=0, description="Token truncation; 0 takes the model's own.")
+    single_thread_pass_ms: float = Field(
+        default=2.0,
+        ge=0,
+        description="CPU passes that one thread runs within this many ms (timed at start-up) run on one "
+        "thread: waking an idle worker's other threads took ~6 ms on a 2-core VM. 0: every pass uses "
+        "all threads.",
+    )
     keep_freed_memory: bool = Field(
         default=True,
         description="Keep memory freed after each forward pass for the next one (glibc only) instead "

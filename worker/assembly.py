@@ -12,6 +12,7 @@ from redis import Redis
 from sentiq.errors import ModelLoadError
 from sentiq.result_store import ResultStore
 from sentiq.settings import Engine, Settings
+from worker.allocator import keep_freed_memory
 from worker.device import (
     DeviceChoice,
     ServedPrecision,
@@ -20,7 +21,6 @@ from worker.device import (
     cpu_has_fast_bf16,
     host_ticket_key,
 )
-from worker.allocator import keep_freed_memory
 from worker.int8 import has_usable_int8, load_int8
 from worker.model import PROBE_TEXT, SentimentModel
 from worker.processing import Classifier
@@ -63,6 +63,7 @@ def load_model(settings: Settings, device: str, precision: ServedPrecision) -> t
         warm_ms = model.warm_up()
         size_passes(model, settings.worker.max_batch_size, settings.worker.max_batch_tokens)
         choose_engine(model, settings.worker.engine, settings.model.path)
+        calibrate_single_thread(model, settings.worker.single_thread_pass_ms)
         return model, warm_ms
     except ModelLoadError:
         raise
@@ -143,6 +144,33 @@ def choose_engine(model: SentimentModel, requested: Engine, folder: Path) -> Non
         model.precision,
         int8_s * 1000,
         "onnx-int8" if model.int8 is not None else "torch",
+    )
+
+
+def calibrate_single_thread(model: SentimentModel, budget_ms: float) -> None:
+    """Let CPU passes that one thread runs within ``budget_ms`` leave the other threads asleep.
+
+    Waking the sleeping threads of an idle worker took ~6 ms on a 2-core VM, twelve times a
+    near-zero model's whole pass, so a lone short review waited mostly for threads. The cost of a
+    token on one thread is timed here on full-length rows (the dearest tokens, as attention grows
+    with length), and passes of up to ``budget_ms`` worth of padded tokens run on one thread.
+    """
+    if budget_ms <= 0 or model.device != "cpu" or model.int8 is not None or model.threads <= 1:
+        return
+    rows = 2
+    texts = [" ".join([PROBE_TEXT] * model.info.max_length)] * rows
+    torch.set_num_threads(1)
+    try:
+        seconds = _pass_seconds(model, texts)
+    finally:
+        torch.set_num_threads(model.threads)
+    token_ms = seconds * 1000 / (rows * model.info.max_length)
+    model.single_thread_tokens = int(budget_ms / token_ms)
+    log.info(
+        "passes of up to %d padded tokens run on one thread (%.4f ms a token on one; %d threads otherwise)",
+        model.single_thread_tokens,
+        token_ms,
+        model.threads,
     )
 
 

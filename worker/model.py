@@ -102,6 +102,10 @@ class SentimentModel:
         self.overlap_tokenization = device.startswith("cuda")
         #: The ONNX Runtime int8 copy that runs the passes instead of torch, when chosen (CPU only).
         self.int8: OnnxClassifier | None = None
+        #: CPU passes of at most this many padded tokens run on one thread (0: none do), see
+        #: :func:`worker.assembly.calibrate_single_thread`; the others on :attr:`threads`.
+        self.single_thread_tokens = 0
+        self.threads = torch.get_num_threads()
         try:
             self.encoder = ReviewEncoder(tokenizer, info.max_length, info.truncation)
         except ValueError as error:
@@ -217,20 +221,25 @@ class SentimentModel:
         # (rows, scores, label ids) per pass; read back after the last pass.
         pending: list[tuple[list[int], torch.Tensor, torch.Tensor]] = []
         with torch.inference_mode():
-            for offset, encoded in self._encoded_chunks(texts):
-                for rows in self.plan_batches([len(ids) for ids in encoded]):
-                    padded = self.pad([encoded[row] for row in rows])
-                    logits = self._logits(padded)
-                    scores, label_ids = torch.softmax(logits, dim=-1).max(dim=-1)
-                    pending.append(([offset + row for row in rows], scores, label_ids))
-                    padded_length = int(padded["input_ids"].shape[1])
-                    stats.passes += 1
-                    stats.rows += len(rows)
-                    stats.padded_tokens += len(rows) * padded_length
-                    stats.max_padded_length = max(stats.max_padded_length, padded_length)
-                    stats.lengths.append(padded_length)
-                    if on_pass is not None:
-                        on_pass()
+            try:
+                for offset, encoded in self._encoded_chunks(texts):
+                    for rows in self.plan_batches([len(ids) for ids in encoded]):
+                        padded = self.pad([encoded[row] for row in rows])
+                        self._set_threads(int(padded["input_ids"].numel()))
+                        logits = self._logits(padded)
+                        scores, label_ids = torch.softmax(logits, dim=-1).max(dim=-1)
+                        pending.append(([offset + row for row in rows], scores, label_ids))
+                        padded_length = int(padded["input_ids"].shape[1])
+                        stats.passes += 1
+                        stats.rows += len(rows)
+                        stats.padded_tokens += len(rows) * padded_length
+                        stats.max_padded_length = max(stats.max_padded_length, padded_length)
+                        stats.lengths.append(padded_length)
+                        if on_pass is not None:
+                            on_pass()
+            finally:
+                # Whatever runs next (attributions, another engine) gets every thread again.
+                self._set_threads(None)
         results: list[tuple[Label, float] | None] = [None] * len(texts)
         for rows, scores, label_ids in pending:
             for row, score, label_id in zip(rows, scores.tolist(), label_ids.tolist(), strict=True):
@@ -279,6 +288,16 @@ class SentimentModel:
         # The mask's True cells, read row by row, are exactly the rows' tokens in order.
         ids[mask] = np.fromiter(chain.from_iterable(rows), dtype=np.int64, count=int(lengths.sum()))
         return {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(mask.astype(np.int64))}
+
+    def _set_threads(self, padded_tokens: int | None) -> None:
+        """One torch thread for a pass of at most :attr:`single_thread_tokens`, else (and for None)
+        :attr:`threads`; nothing changes while the single-thread budget is 0."""
+        if self.single_thread_tokens <= 0 or self.int8 is not None:
+            return
+        small = padded_tokens is not None and padded_tokens <= self.single_thread_tokens
+        wanted = 1 if small else self.threads
+        if torch.get_num_threads() != wanted:
+            torch.set_num_threads(wanted)
 
     def _logits(self, padded: Any) -> torch.Tensor:
         """One forward pass: torch on the model's device, or the int8 engine when it is set."""

@@ -5,8 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
-from worker.assembly import CPU_PASS_TOKENS, SHORT_REVIEW_ROWS_FACTOR, size_passes
+from sentiq.settings import Settings
+from worker.assembly import (
+    CPU_PASS_TOKENS,
+    SHORT_REVIEW_ROWS_FACTOR,
+    calibrate_single_thread,
+    load_model,
+    size_passes,
+)
 from worker.model import SentimentModel
 
 
@@ -36,3 +44,30 @@ def test_given_limits_are_kept(model: SentimentModel) -> None:
     assert (model.max_batch_size, model.max_batch_tokens) == (12, 500)
     size_passes(model, 0, 10 * model.info.max_length)
     assert model.max_batch_size == 10 * SHORT_REVIEW_ROWS_FACTOR
+
+
+@pytest.mark.skipif(torch.get_num_threads() < 2, reason="needs two or more torch threads")
+def test_single_thread_budget_is_timed_in_tokens_and_leaves_the_threads_as_they_were(
+    model: SentimentModel,
+) -> None:
+    calibrate_single_thread(model, 0)
+    assert model.single_thread_tokens == 0
+    calibrate_single_thread(model, 2.0)
+    small = model.single_thread_tokens
+    assert small > 0 and torch.get_num_threads() == model.threads
+    calibrate_single_thread(model, 200.0)
+    # A hundred times the time buys about a hundred times the tokens (timing noise aside).
+    assert model.single_thread_tokens > 10 * small
+    assert torch.get_num_threads() == model.threads
+
+
+@pytest.mark.skipif(torch.get_num_threads() < 2, reason="needs two or more torch threads")
+@pytest.mark.parametrize("budget_ms", [2.0, 0.0])
+def test_a_loaded_worker_model_gets_its_single_thread_budget_from_the_settings(
+    settings: Settings, budget_ms: float
+) -> None:
+    configured = settings.model_copy(
+        update={"worker": settings.worker.model_copy(update={"single_thread_pass_ms": budget_ms})}
+    )
+    model, _ = load_model(configured, "cpu", "fp32")
+    assert (model.single_thread_tokens > 0) == (budget_ms > 0)

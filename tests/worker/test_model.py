@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
@@ -288,3 +289,26 @@ def test_padding_any_rows_matches_the_tokenizers_own(
     # Rows of equal and unequal lengths, single rows and ids beyond 32 bits: each id lands in its
     # own row, in order, on the side the tokenizer pads.
     assert_pads_like_the_tokenizer(model, rows, side)
+
+
+multi_threaded = pytest.mark.skipif(torch.get_num_threads() < 2, reason="needs two or more torch threads")
+
+
+@multi_threaded
+def test_passes_up_to_the_single_thread_budget_run_on_one_thread(tiny_model_dir: Path) -> None:
+    model = SentimentModel.load(tiny_model_dir)
+    threads_seen: list[int] = []
+    model.model.register_forward_pre_hook(lambda _module, _args: threads_seen.append(torch.get_num_threads()))
+    model.max_batch_size = 1
+    short, long = "Good.", " ".join(["A long and rather good review."] * 50)
+    tokens = [len(ids) for ids in model.encode_all([short, long])]
+    model.single_thread_tokens = tokens[0]
+    model.predict([short, long])
+    # One pass each, longest first: the long review on every thread, the short one on one; after
+    # the call, whatever runs next has every thread again.
+    assert threads_seen == [model.threads, 1]
+    assert torch.get_num_threads() == model.threads
+    model.single_thread_tokens = 0
+    threads_seen.clear()
+    model.predict([short])
+    assert threads_seen == [torch.get_num_threads()] == [model.threads]
