@@ -62,6 +62,8 @@ def _child(folder: Path, runs: int, count: int, keep: bool) -> dict[str, Any]:
     if done.returncode != 0:
         raise RuntimeError(f"measuring process failed:\n{done.stderr[-3000:]}")
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    if keep and not result["kept"]:
+        raise RuntimeError("the allocator setting was not applied (MALLOC_*_ or GLIBC_TUNABLES set?)")
     return result
 
 

@@ -142,7 +142,7 @@ case "$MODE" in
         timeout --signal=TERM --kill-after=15 "${WAIT_TIMEOUT_S:-80}" \
             "$PYTHON" -m benchmarks --device cuda --models tinybert-shape --count 20000 \
             --pipeline-count 0 --ceiling-count 0 --precisions bf16 --batch-sizes 1024 --latency-models \
-            --worker-env SENTIQ_WORKER_MAX_WAIT_MS=100 --output /tmp/wait100 2>&1 \
+            --rounds 2 --worker-env SENTIQ_WORKER_MAX_WAIT_MS=100 --output /tmp/wait100 2>&1 \
             | tee -a "$OUT/gpu_check.log" || true
         cp /tmp/wait100/bench.json "$OUT/wait100.json" 2>/dev/null || true
         ;;

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from benchmarks.serving import Serving
+from sentiq.settings import WorkerSettings
 
 if TYPE_CHECKING:
     from worker.device import ServedPrecision
@@ -88,10 +89,13 @@ def one_review_in_process(
     virtual machine), and a caller in-process would pay it too, so the gap to the paced figure is
     what the queue path itself adds.
     """
+    from worker.assembly import calibrate_single_thread
     from worker.model import SentimentModel
 
     model = SentimentModel.load(model_dir, device=device, precision=cast("ServedPrecision", precision))
     model.warm_up()
+    # As a worker runs its passes (short ones on one thread on a CPU), by the same default setting.
+    calibrate_single_thread(model, WorkerSettings().single_thread_pass_ms)
     times = _one_review_times(model, texts, repeats, None)
     paced = {f"{rate:g}": statistics.median(_one_review_times(model, texts, repeats, rate)) for rate in rates}
     return {

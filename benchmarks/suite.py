@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import shlex
 import signal
 import sys
@@ -36,6 +37,7 @@ from benchmarks.model_folders import (
 from benchmarks.queue_ceiling import measure_ceiling
 from benchmarks.serving import redis_url_or_private, serving
 from benchmarks.throughput import DEFAULT_DATA, REPO_ROOT, Variant, bench_model, load_reviews
+from worker.allocator import keep_freed_memory
 
 if TYPE_CHECKING:
     from sentiq.settings import Precision
@@ -163,6 +165,19 @@ def build_int8_copy(folder: Path) -> dict[str, Any]:
     return asdict(report)
 
 
+def _worker_keeps_freed_memory(worker_env: dict[str, str]) -> bool:
+    """Whether C's worker keeps freed memory, as its environment (``--worker-env`` last) sets it."""
+    from pydantic import TypeAdapter
+
+    from sentiq.settings import WorkerSettings
+
+    name = "SENTIQ_WORKER_KEEP_FREED_MEMORY"
+    value = worker_env.get(name, os.environ.get(name))
+    if value is None:
+        return bool(WorkerSettings().keep_freed_memory)
+    return TypeAdapter(bool).validate_python(value)
+
+
 def _scaled(count: int, scale: float) -> int:
     return 0 if count <= 0 else max(2, round(count * scale))
 
@@ -176,10 +191,8 @@ def run(args: argparse.Namespace, redis_url: str, scratch: Path) -> dict[str, An
     texts = load_reviews(args.data, max(count, _scaled(args.ceiling_count, args.scale), 200))
     machine = describe_machine(device)
     print(f"machine: {flags_line(machine)}", file=sys.stderr)
-    from worker.allocator import keep_freed_memory
-
     # B runs in this process: it gets the allocator setting the worker (C) gets, and so does A.
-    machine["freed_memory_kept"] = keep_freed_memory()
+    machine["freed_memory_kept"] = keep_freed_memory() if _worker_keeps_freed_memory(worker_env) else False
     results: dict[str, Any] = {
         "device": device,
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),

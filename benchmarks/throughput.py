@@ -205,11 +205,13 @@ def head_to_head(
     precision: str = "auto",
     worker_env: Mapping[str, str] | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """B (``variant``) and C in ``rounds`` alternating rounds; each side's best round, every round's rate.
+    """B (``variant``) and C in ``rounds`` rounds (B first, then C first, ...); each side's best round.
 
     Both are loaded and warmed up before the first round, so a round measures only the reviews.
     The in-process model sits idle while C runs, and the worker idles while B runs.
     """
+    if rounds < 1:
+        raise ValueError("rounds must be at least 1")
     model = _load_for(model_dir, variant.precision, device)
     _warm_up(model, texts, variant, device)
     b_rounds: list[Timing] = []
@@ -220,11 +222,15 @@ def head_to_head(
     ):
         submit_and_wait(client, texts[: min(len(texts), 64)])
         for number in range(1, rounds + 1):
-            b_rounds.append(_time_variant(model, texts, variant, device))
+            # Who goes first alternates, so neither side always follows the other's work.
+            if number % 2:
+                b_rounds.append(_time_variant(model, texts, variant, device))
             with sample_gpu(device) as gpu:
                 submit_s, total_s = submit_and_wait(client, texts)
             c_timing = Timing(f"C redis, 1 worker ({precision})", len(texts), total_s)
             c_rounds.append((c_timing, submit_s, gpu))
+            if not number % 2:
+                b_rounds.append(_time_variant(model, texts, variant, device))
             print(
                 f"  round {number}/{rounds}: B {b_rounds[-1].rate:.1f}, C {c_timing.rate:.1f} reviews/s",
                 file=sys.stderr,

@@ -208,6 +208,8 @@ class WorkerSettings(BaseModel):
     single_thread_pass_ms: float = Field(
         default=2.0,
         ge=0,
+        le=1000,
+        allow_inf_nan=False,
         description="CPU passes that one thread runs within this many ms (timed at start-up) run on one "
         "thread: waking an idle worker's other threads took ~6 ms on a 2-core VM. 0: every pass uses "
         "all threads.",
@@ -216,8 +218,8 @@ class WorkerSettings(BaseModel):
         default=True,
         description="Keep memory freed after each forward pass for the next one (glibc only) instead "
         "of returning it to the kernel: 28x fewer page faults and 1.04x faster CPU passes measured; the "
-        "process stays at its peak memory between batches. Left off when MALLOC_*_ or GLIBC_TUNABLES "
-        "set glibc's allocator.",
+        "process stays at its peak memory between batches. Left off when MALLOC_TRIM_THRESHOLD_, "
+        "MALLOC_MMAP_THRESHOLD_, MALLOC_TOP_PAD_ or the same GLIBC_TUNABLES are set.",
     )
     heartbeat_ttl_s: int = Field(
         default=30, ge=5, description="A dead worker's jobs are retried this long after its last heartbeat."

@@ -155,6 +155,8 @@ def calibrate_single_thread(model: SentimentModel, budget_ms: float) -> None:
     token on one thread is timed here on full-length rows (the dearest tokens, as attention grows
     with length), and passes of up to ``budget_ms`` worth of padded tokens run on one thread.
     """
+    model.use_all_threads()
+    model.single_thread_tokens = 0
     if budget_ms <= 0 or model.device != "cpu" or model.int8 is not None or model.threads <= 1:
         return
     rows = 2
@@ -164,8 +166,11 @@ def calibrate_single_thread(model: SentimentModel, budget_ms: float) -> None:
         seconds = _pass_seconds(model, texts)
     finally:
         torch.set_num_threads(model.threads)
-    token_ms = seconds * 1000 / (rows * model.info.max_length)
+    token_ms = max(seconds, 1e-9) * 1000 / (rows * model.info.max_length)
     model.single_thread_tokens = int(budget_ms / token_ms)
+    if model.single_thread_tokens == 0:
+        log.info("every pass runs on %d threads (a token takes %.4f ms on one)", model.threads, token_ms)
+        return
     log.info(
         "passes of up to %d padded tokens run on one thread (%.4f ms a token on one; %d threads otherwise)",
         model.single_thread_tokens,

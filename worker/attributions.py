@@ -192,6 +192,8 @@ def explain_reviews(
         _captum()
     except CaptumMissingError as missing:
         return [missing] * len(texts)
+    # Integration runs many steps per review: never on the one thread a short pass left behind.
+    served.use_all_threads()
     try:
         prepared: list[_Prepared | Exception] = list(_prepare(served, texts))
     except RESOURCE_ERRORS:

@@ -221,25 +221,21 @@ class SentimentModel:
         # (rows, scores, label ids) per pass; read back after the last pass.
         pending: list[tuple[list[int], torch.Tensor, torch.Tensor]] = []
         with torch.inference_mode():
-            try:
-                for offset, encoded in self._encoded_chunks(texts):
-                    for rows in self.plan_batches([len(ids) for ids in encoded]):
-                        padded = self.pad([encoded[row] for row in rows])
-                        self._set_threads(int(padded["input_ids"].numel()))
-                        logits = self._logits(padded)
-                        scores, label_ids = torch.softmax(logits, dim=-1).max(dim=-1)
-                        pending.append(([offset + row for row in rows], scores, label_ids))
-                        padded_length = int(padded["input_ids"].shape[1])
-                        stats.passes += 1
-                        stats.rows += len(rows)
-                        stats.padded_tokens += len(rows) * padded_length
-                        stats.max_padded_length = max(stats.max_padded_length, padded_length)
-                        stats.lengths.append(padded_length)
-                        if on_pass is not None:
-                            on_pass()
-            finally:
-                # Whatever runs next (attributions, another engine) gets every thread again.
-                self._set_threads(None)
+            for offset, encoded in self._encoded_chunks(texts):
+                for rows in self.plan_batches([len(ids) for ids in encoded]):
+                    padded = self.pad([encoded[row] for row in rows])
+                    self._set_threads(int(padded["input_ids"].numel()))
+                    logits = self._logits(padded)
+                    scores, label_ids = torch.softmax(logits, dim=-1).max(dim=-1)
+                    pending.append(([offset + row for row in rows], scores, label_ids))
+                    padded_length = int(padded["input_ids"].shape[1])
+                    stats.passes += 1
+                    stats.rows += len(rows)
+                    stats.padded_tokens += len(rows) * padded_length
+                    stats.max_padded_length = max(stats.max_padded_length, padded_length)
+                    stats.lengths.append(padded_length)
+                    if on_pass is not None:
+                        on_pass()
         results: list[tuple[Label, float] | None] = [None] * len(texts)
         for rows, scores, label_ids in pending:
             for row, score, label_id in zip(rows, scores.tolist(), label_ids.tolist(), strict=True):
@@ -288,6 +284,14 @@ class SentimentModel:
         # The mask's True cells, read row by row, are exactly the rows' tokens in order.
         ids[mask] = np.fromiter(chain.from_iterable(rows), dtype=np.int64, count=int(lengths.sum()))
         return {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(mask.astype(np.int64))}
+
+    def use_all_threads(self) -> None:
+        """Give torch every thread again, for work other than :meth:`predict` (attributions).
+
+        :meth:`predict` leaves the thread count its last pass needed, so that a run of short
+        passes does not switch it back and forth.
+        """
+        self._set_threads(None)
 
     def _set_threads(self, padded_tokens: int | None) -> None:
         """One torch thread for a pass of at most :attr:`single_thread_tokens`, else (and for None)

@@ -10,6 +10,7 @@ import sys
 from typing import Any
 
 import pytest
+import torch
 from redis import Redis
 
 import worker.assembly
@@ -63,6 +64,9 @@ def test_a_block_freed_and_allocated_again_is_not_faulted_in_again() -> None:
 def test_glibc_variables_set_by_the_user_win() -> None:
     result = _loop("keep", MALLOC_MMAP_THRESHOLD_="131072")
     assert result["applied"] is False
+    assert _loop("keep", GLIBC_TUNABLES="glibc.malloc.mmap_threshold=131072")["applied"] is False
+    # Tunables this module does not set leave it free to set its own.
+    assert _loop("keep", GLIBC_TUNABLES="glibc.malloc.arena_max=2")["applied"] is True
     assert keep_freed_memory({"GLIBC_TUNABLES": "glibc.malloc.trim_threshold=0"}) is False
     assert keep_freed_memory({"MALLOC_TRIM_THRESHOLD_": "0"}) is False
 
@@ -79,7 +83,7 @@ def test_the_worker_keeps_freed_memory_unless_its_setting_says_not(
 
     monkeypatch.setattr(worker.assembly, "keep_freed_memory", record)
     # torch allows this once per process; this test builds two classifiers.
-    monkeypatch.setattr(worker.assembly.torch, "set_num_interop_threads", lambda threads: None)
+    monkeypatch.setattr(torch, "set_num_interop_threads", lambda threads: None)
     configured = settings.model_copy(
         update={"worker": settings.worker.model_copy(update={"keep_freed_memory": keep, "device": "cpu"})}
     )

@@ -145,3 +145,23 @@ def test_a_giant_word_is_cut_on_the_wire(tiny_model: SentimentModel) -> None:
     explanation = attributions.explain(tiny_model, f"{giant} ok", n_steps=4)
     shortened = [word for word, _ in explanation.top_pairs(10) if word.startswith("y")]
     assert shortened == ["y" * (MAX_WORD_CHARS - 1) + "…"]
+
+
+@pytest.mark.skipif(torch.get_num_threads() < 2, reason="needs two or more torch threads")
+def test_explaining_uses_every_thread_after_a_short_pass_used_one(served: SentimentModel) -> None:
+    served.single_thread_tokens = 10_000
+    threads_seen: list[int] = []
+    hook = served.model.register_forward_pre_hook(
+        lambda _module, _args: threads_seen.append(torch.get_num_threads())
+    )
+    try:
+        served.predict(["great"])
+        assert threads_seen == [1]
+        threads_seen.clear()
+        explain_reviews(served, ["great"], 1, labels=["positive"])
+    finally:
+        hook.remove()
+        served.single_thread_tokens = 0
+        served.use_all_threads()
+        torch.set_num_threads(served.threads)
+    assert threads_seen and set(threads_seen) == {served.threads}

