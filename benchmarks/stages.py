@@ -3,10 +3,12 @@
 One batch of reviews goes through each stage of :meth:`worker.model.SentimentModel.predict` on its
 own, timed (best of ``--repeats``, after a warm-up): cleaning, the Rust tokenizer alone, the whole
 encoding (cleaning, tokenizing, cutting and framing), padding the passes, the forward passes on
-prepared inputs (synchronized on a GPU), and ``predict`` end to end. Each is given in microseconds a
-review and as the reviews a second that stage alone allows, for the near-zero model at its 32
-tokens and the TinyBERT shape at 300. On a GPU the forward passes are cheap and the stages that
-hold the GIL (everything but the Rust tokenizer and the passes) set the pace; this says which.
+prepared inputs (synchronized on a GPU; again with the attention heads zero-padded to a multiple
+of 8 dimensions where they are not, :mod:`benchmarks.head_padding`), and ``predict`` end to end.
+Each is given in microseconds a review and as the reviews a second that stage alone allows, for
+the near-zero model at its 32 tokens and the TinyBERT shape at 300. On a GPU the forward passes
+are cheap and the stages that hold the GIL (everything but the Rust tokenizer and the passes) set
+the pace; this says which.
 
     python -m benchmarks.stages [--device cuda] [--reviews 2048] [--output bench-results]
 """
@@ -23,6 +25,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from benchmarks.head_padding import padded_heads
 from benchmarks.machine import describe_machine, flags_line
 from benchmarks.model_folders import near_zero_folder, tinybert_shape_folder
 from benchmarks.throughput import DEFAULT_DATA, REPO_ROOT, load_reviews
@@ -83,6 +86,24 @@ def measure_stages(
             for batch in on_device:
                 model.model(**batch).logits.float().softmax(dim=-1).max(dim=-1)
 
+    head_padding: dict[str, Any] = {}
+    wide_model = padded_heads(model.model)
+    if wide_model is not None:
+        config: Any = model.model.config
+        with torch.inference_mode():
+            plain = model.model(**on_device[0]).logits.float()
+            wide = wide_model(**on_device[0]).logits.float()
+        head_padding = {
+            "head_size": int(config.hidden_size) // int(config.num_attention_heads),
+            "max_abs_logit_difference": float((plain - wide).abs().max()),
+        }
+
+    def forward_wide_heads() -> None:
+        assert wide_model is not None
+        with torch.inference_mode():
+            for batch in on_device:
+                wide_model(**batch).logits.float().softmax(dim=-1).max(dim=-1)
+
     cleaned = [clean_review(text) for text in texts]
 
     def tokenize_cleaned() -> object:
@@ -97,6 +118,11 @@ def measure_stages(
         "pad the passes": lambda: [model.pad(rows) for rows in passes],
         "copy to the device and run the passes": lambda: [model._logits(batch) for batch in padded],
         "run the passes on device-resident inputs": forward,
+        **(
+            {"run the passes on device-resident inputs, heads padded to 8n dims": forward_wide_heads}
+            if wide_model is not None
+            else {}
+        ),
         "predict, end to end": lambda: model.predict(texts),
     }
     rows = []
@@ -117,6 +143,7 @@ def measure_stages(
         "passes": len(passes),
         "max_batch_tokens": model.max_batch_tokens,
         "mean_tokens": sum(map(len, encoded)) / len(encoded),
+        "head_padding": head_padding,
         "stages": rows,
     }
 
