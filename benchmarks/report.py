@@ -30,6 +30,14 @@ def _row(*cells: object) -> str:
     return "| " + " | ".join(str(cell) for cell in cells) + " |"
 
 
+def _client_cpu(many: dict[str, Any]) -> str:
+    """``; clients' CPU 0.40 s, one client's 0.20 s`` when the delivery run measured it."""
+    if "clients_cpu_seconds" not in many:
+        return ""
+    clients, one = many["clients_cpu_seconds"], many["one_client_cpu_seconds"]
+    return f"; clients' CPU {clients:.2f} s, one client's {one:.2f} s"
+
+
 def _rounds(entry: dict[str, Any]) -> str:
     """``, best of 3 rounds (150.1 / 148.2 / 151.0)`` for a head-to-head entry, else nothing."""
     rounds = entry.get("rounds")
@@ -70,7 +78,7 @@ def markdown(results: dict[str, Any]) -> str:
                     many["reviews"],
                     f"{many['seconds']:.2f}",
                     _rate(many),
-                    f"{many['vs_one_client']:.2f}x one client",
+                    f"{many['vs_one_client']:.2f}x one client" + _client_cpu(many),
                 )
             )
     for model in results.get("models", []):

@@ -37,7 +37,13 @@ def _results() -> dict[str, Any]:
             **_timing("ceiling", 4000, 8.0),
             "ms_per_review": 2.0,
             "max_length": 32,
-            "concurrent_clients": {"clients": 10, **_timing("ten", 4000, 10.0), "vs_one_client": 0.8},
+            "concurrent_clients": {
+                "clients": 10,
+                **_timing("ten", 4000, 10.0),
+                "vs_one_client": 0.8,
+                "clients_cpu_seconds": 0.5,
+                "one_client_cpu_seconds": 0.2,
+            },
         },
         "models": [
             {
@@ -74,7 +80,7 @@ def test_markdown_reports_ceiling_abc_ratios_latency_and_memory() -> None:
     delivery_row = (
         "| result delivery | near-zero | C, 1 worker, 10 concurrent clients | 4000 | 10.00 | 400.0 |"
     )
-    assert delivery_row + " 0.80x one client |" in text
+    assert delivery_row + " 0.80x one client; clients' CPU 0.50 s, one client's 0.20 s |" in text
     assert "| A | tinybert-shape | pipeline per review (fp32) | 50 | 5.00 | 10.0 | |" in text
     assert "in-process sentiq bf16 bs 16 (best)" in text
     assert "in-process sentiq fp32 bs 16 |" in text
@@ -180,6 +186,7 @@ def test_benchmark_run_writes_every_section(tmp_path: Path, redis_url: str) -> N
     assert ceiling["reviews"] == 48 and ceiling["reviews_per_second"] > 0 and ceiling["worker_peak_rss_mib"]
     many = ceiling["concurrent_clients"]
     assert many["clients"] == 3 and many["reviews"] == 48 and many["reviews_per_second"] > 0
+    assert many["clients_cpu_seconds"] > 0 and many["one_client_cpu_seconds"] > 0
     (model,) = results["models"]
     assert model["A"]["reviews"] == 4
     # The int8 copy is built for B's grid (and C's auto engine) when it passes its check.
