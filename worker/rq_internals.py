@@ -272,28 +272,30 @@ def dequeue_jobs(queues: Sequence[Queue], most: int, connection: Redis) -> Deque
 
     RQ's ``Queue.dequeue_any`` without a timeout moves one job id into the queue's intermediate
     list (LMOVE; LPOP from each queue in turn when there are several) and then reads that job's
-    hash: two round trips a job. Here up to ``most`` ids are moved in one pipeline (queues in the
-    given order, as RQ takes them) and their hashes read in a second, with :class:`SentiqJob`'s
-    checks. As in RQ, a job whose hash is gone is passed over (it still counts in ``taken``), and
-    a job that cannot be read comes back as its error, carrying ``job_id`` and ``queue`` as RQ's
-    errors do (:func:`dequeued_job_error`). Should Redis fail between the two round trips, the
-    moved ids wait in the intermediate list, where the worker's sweep puts them back in the queue.
+    hash: two round trips a job. Here up to ``most`` ids are moved in one pipeline per queue
+    visited (queues in the given order, as RQ takes them) and their hashes read in one more, with
+    :class:`SentiqJob`'s checks. As in RQ, a job whose hash is gone is passed over (it still counts
+    in ``taken``), and a job that cannot be read comes back as its error, carrying ``job_id`` and
+    ``queue`` as RQ's errors do (:func:`dequeued_job_error`). Should Redis or the worker fail
+    before the jobs start, the moved ids wait in their queue's intermediate list, where a worker's
+    sweep puts them back in the queue. With several queues too, unlike RQ's LPOP, which would lose
+    up to ``most`` jobs there; before Redis 6.2 (no LMOVE) the ids are popped, as RQ pops them.
     """
-    single = len(queues) == 1 and get_version(connection) >= (6, 2, 0)
+    in_intermediate = get_version(connection) >= (6, 2, 0)
     taken: list[tuple[bytes, Queue]] = []
-    if single:
-        (queue,) = queues
-        with connection.pipeline(transaction=False) as pipe:
-            for _ in range(most):
-                pipe.lmove(queue.key, intermediate_queue_key(queue), "LEFT", "RIGHT")
-            taken = [(job_id, queue) for job_id in pipe.execute() if job_id is not None]
-    else:
-        for queue in queues:
-            if len(taken) >= most:
-                break
-            popped = cast("list[bytes] | None", connection.lpop(queue.key, most - len(taken)))
+    for queue in queues:
+        wanted = most - len(taken)
+        if wanted <= 0:
+            break
+        if in_intermediate:
+            with connection.pipeline(transaction=False) as pipe:
+                for _ in range(wanted):
+                    pipe.lmove(queue.key, intermediate_queue_key(queue), "LEFT", "RIGHT")
+                taken.extend((job_id, queue) for job_id in pipe.execute() if job_id is not None)
+        else:
+            popped = cast("list[bytes] | None", connection.lpop(queue.key, wanted))
             taken.extend((job_id, queue) for job_id in popped or [])
-    moved = _text_ids(connection, taken, in_intermediate=single)
+    moved = _text_ids(connection, taken, in_intermediate=in_intermediate)
     if not moved:
         return Dequeued(len(taken), [])
     with connection.pipeline(transaction=False) as pipe:

@@ -402,7 +402,9 @@ class SentiqWorker(SimpleWorker):
                 start_jobs,
                 self,
                 [start for start, _ in starting],
-                remove_from_intermediate_queue=len(self.queues) == 1,
+                # Gathered jobs wait in their queue's intermediate list with several queues too
+                # (dequeue_jobs); a first job RQ popped is not there, and LREM passes it over.
+                remove_from_intermediate_queue=True,
                 attempted=attempted,
             ),
         )

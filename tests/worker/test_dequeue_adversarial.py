@@ -43,6 +43,7 @@ from tests.support.batch_worker import (
     enqueue,
     make_worker,
     serves_another_job,
+    started_members,
     streamed_ids,
 )
 from tests.support.killed_redis import Outage, outage  # noqa: F401 (a fixture)
@@ -166,6 +167,56 @@ def test_redis_dying_in_the_middle_of_a_take_strands_nothing_and_answers_once(
         # Each job's retries are untouched: a stranded job never ran, so it spent none.
         assert [client.hget(job.key, "retries_left") for job in jobs] == [b"2"] * len(jobs)
         assert serves_another_job(worker, queue, store)
+    finally:
+        client.close()
+
+
+@pytest.mark.slow
+def test_with_several_queues_redis_dying_in_the_middle_of_a_take_strands_nothing(
+    outage: Outage,  # noqa: F811
+    tiny_model: SentimentModel,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    client = no_retry_client(outage.server.url)
+    try:
+        high = Queue("deq-outage-high", connection=client, serializer=JSONSerializer)
+        low = Queue("deq-outage-low", connection=client, serializer=JSONSerializer)
+        store = ResultStore(client, "deq-outage", 600, 10_000)
+        single = make_worker(
+            high,
+            store,
+            tiny_model,
+            WorkerSettings(device="cpu", precision="fp32", heartbeat_ttl_s=5),
+            QueueSettings(),
+        )
+        worker = SentiqWorker(
+            [high, low],
+            classifier=single.classifier,
+            settings=single.settings,
+            queue_settings=single.queue_settings,
+            connection=client,
+        )
+        # RQ pops the first job (j0); takes of 1 and 2 from the high queue, then one of 4 that
+        # finds j4 there, after which Redis dies before the low queue is visited.
+        jobs = [enqueue(high, f"h{index}", reviews=1) for index in range(5)]
+        jobs += [enqueue(low, f"l{index}", reviews=1) for index in range(3)]
+        ids = [f"h{index}-0" for index in range(5)] + [f"l{index}-0" for index in range(3)]
+        seen = after_pipeline(monkeypatch, "LMOVE", 4, lambda _: outage.kill_once())
+        worker.work(burst=True)
+        monkeypatch.undo()
+        assert outage.kills == 1 and len(seen) == 1
+        # RQ's LPOP would have lost j4 here; moved, it waits in its queue's intermediate list.
+        assert intermediate_job_ids(high) == [jobs[4].id]
+        for queue in (high, low):
+            sweep_twice(worker, queue)
+        worker.work(burst=True)
+        assert_answered_once(client, store, ids)
+        assert [client.hget(job.key, "status") for job in jobs] == [b"finished"] * len(jobs)
+        for queue in (high, low):
+            assert started_members(client, queue) == []
+            assert client.llen(intermediate_queue_key(queue)) == client.llen(queue.key) == 0
+        assert one_result_each(client, jobs) == [1] * len(jobs)
+        assert serves_another_job(worker, low, store)
     finally:
         client.close()
 

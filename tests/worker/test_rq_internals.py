@@ -496,15 +496,17 @@ def test_with_several_queues_jobs_are_taken_in_queue_order_as_rq_takes_them(redi
             *((job_id, high.name) for job_id in high_ids),
             *((job_id, low.name) for job_id in low_ids[:2]),
         ]
-        # Several queues: RQ pops (LPOP) without an intermediate list, and so does this.
-        assert redis_client.llen(intermediate_queue_key(high)) == 0
+        # Several queues: where RQ pops (LPOP), losing the ids should the worker die before the
+        # jobs start, each id waits in its queue's intermediate list, as with one queue.
+        assert [m.decode() for m in redis_client.lrange(intermediate_queue_key(high), 0, -1)] == high_ids
+        assert [m.decode() for m in redis_client.lrange(intermediate_queue_key(low), 0, -1)] == low_ids[:2]
         assert [m.decode() for m in redis_client.lrange(low.key, 0, -1)] == low_ids[2:]
     finally:
         _forget_queues(redis_client, [high, low], high_ids + low_ids)
 
 
 def test_rqs_non_blocking_dequeue_is_what_dequeue_jobs_repeats() -> None:
-    # One queue on Redis >= 6.2: LMOVE to the intermediate list; several: LPOP in turn; then fetch.
+    # RQ: one queue on Redis >= 6.2, LMOVE to the intermediate list; several, LPOP in turn; then fetch.
     source = inspect.getsource(Queue.dequeue_any) + inspect.getsource(Queue.lmove)
     assert "get_version(connection) >= (6, 2, 0)" in source
     assert "connection.lmove(queue_key, intermediate_queue.key)" in source
