@@ -7,6 +7,7 @@ Shared by the adversarial tests of the batched dequeue, start and finish
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 
 from redis import Redis
 from rq import Queue, Retry
@@ -34,11 +35,17 @@ def enqueue(queue: Queue, prefix: str, reviews: int = 2, retries: int = 2) -> Se
 
 
 def make_worker(
-    queue: Queue, store: ResultStore, model: SentimentModel, settings: WorkerSettings, queues: QueueSettings
+    queue: Queue,
+    store: ResultStore,
+    model: SentimentModel,
+    settings: WorkerSettings,
+    queues: QueueSettings,
+    *,
+    more_queues: Sequence[Queue] = (),
 ) -> SentiqWorker:
     # Gathering waits up to 2 s: a busy 2-core machine must not split the batches these tests build.
     return SentiqWorker(
-        [queue],
+        [queue, *more_queues],
         classifier=Classifier(model, store, queues.max_review_chars),
         settings=settings.model_copy(update={"max_wait_ms": 2000}),
         queue_settings=queues,

@@ -99,6 +99,17 @@ def after_pipeline(
     return seen
 
 
+def outage_worker(
+    client: Redis, model: SentimentModel, *names: str
+) -> tuple[list[Queue], ResultStore, SentiqWorker]:
+    """Queues ``names`` on the outage's Redis, their result store, and one worker on all of them."""
+    queues = [Queue(name, connection=client, serializer=JSONSerializer) for name in names]
+    store = ResultStore(client, "deq-outage", 600, 10_000)
+    settings = WorkerSettings(device="cpu", precision="fp32", heartbeat_ttl_s=5)
+    worker = make_worker(queues[0], store, model, settings, QueueSettings(), more_queues=queues[1:])
+    return queues, store, worker
+
+
 def sweep_twice(worker: SentiqWorker, queue: Queue) -> None:
     """Two maintenance passes a heartbeat TTL apart: what is still stranded is put back in the queue."""
     worker.run_maintenance_tasks()  # the first sight of each stranded id
@@ -140,15 +151,7 @@ def test_redis_dying_in_the_middle_of_a_take_strands_nothing_and_answers_once(
 ) -> None:
     client = no_retry_client(outage.server.url)
     try:
-        queue = Queue("deq-outage", connection=client, serializer=JSONSerializer)
-        store = ResultStore(client, "deq-outage", 600, 10_000)
-        worker = make_worker(
-            queue,
-            store,
-            tiny_model,
-            WorkerSettings(device="cpu", precision="fp32", heartbeat_ttl_s=5),
-            QueueSettings(),
-        )
+        (queue,), store, worker = outage_worker(client, tiny_model, "deq-outage")
         # The first job comes from RQ's dequeue, then takes of 1, 2 and 4: Redis dies after the third.
         jobs = [enqueue(queue, f"j{index}", reviews=1) for index in range(8)]
         ids = [f"j{index}-0" for index in range(8)]
@@ -179,23 +182,7 @@ def test_with_several_queues_redis_dying_in_the_middle_of_a_take_strands_nothing
 ) -> None:
     client = no_retry_client(outage.server.url)
     try:
-        high = Queue("deq-outage-high", connection=client, serializer=JSONSerializer)
-        low = Queue("deq-outage-low", connection=client, serializer=JSONSerializer)
-        store = ResultStore(client, "deq-outage", 600, 10_000)
-        single = make_worker(
-            high,
-            store,
-            tiny_model,
-            WorkerSettings(device="cpu", precision="fp32", heartbeat_ttl_s=5),
-            QueueSettings(),
-        )
-        worker = SentiqWorker(
-            [high, low],
-            classifier=single.classifier,
-            settings=single.settings,
-            queue_settings=single.queue_settings,
-            connection=client,
-        )
+        (high, low), store, worker = outage_worker(client, tiny_model, "deq-outage-high", "deq-outage-low")
         # RQ pops the first job (j0); takes of 1 and 2 from the high queue, then one of 4 that
         # finds j4 there, after which Redis dies before the low queue is visited.
         jobs = [enqueue(high, f"h{index}", reviews=1) for index in range(5)]
