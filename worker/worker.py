@@ -62,6 +62,7 @@ from worker.rq_internals import (
     finalize_failure,
     finish_jobs,
     intermediate_job_ids,
+    intermediate_queue_key,
     job_key,
     raw_job_arguments,
     record_unreadable,
@@ -347,9 +348,19 @@ class SentiqWorker(SimpleWorker):
                     self._handle_dequeue_error(item)
                     continue
                 if item[0].id in gathered_ids:
-                    # Its id was queued twice (pushed again by another client): one run is enough,
-                    # and the start takes every copy out of the intermediate list.
+                    # Its id was queued twice (pushed again by another client): one run is enough.
+                    # This copy leaves the intermediate list it was moved into now: the start,
+                    # refusal or pass-over only clears the list of the queue the gathered copy
+                    # came from, and a copy left in another queue's list would be put back in that
+                    # queue by the sweep and taken again.
                     log.warning("job %s: its id was queued more than once; it runs once", item[0].id)
+                    copy_of, taken_from = item
+                    self._until_redis_answers(
+                        "drop a copy of a gathered job",
+                        functools.partial(
+                            self.connection.lrem, intermediate_queue_key(taken_from), 1, copy_of.id
+                        ),
+                    )
                     continue
                 gathered_ids.add(item[0].id)
                 gathered.append(item)

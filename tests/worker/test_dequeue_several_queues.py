@@ -1,0 +1,86 @@
+"""The batched dequeue of a worker on several queues, broken the way production and an attacker break it.
+
+With several queues, each take moves job ids from the queues in turn (highest priority first) into
+each queue's own intermediate list, while the first job of a batch is popped by RQ's dequeue and
+waits in no list. These tests push one job id into two queues, move a job from one queue to
+another, strand a take whose worker died, and stop a worker while it reads the first job: every
+review is still answered once, nothing is run twice, and no intermediate list keeps a copy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from redis import Redis
+from rq import Queue
+from rq.serializers import JSONSerializer
+
+from sentiq.result_store import ResultStore
+from sentiq.settings import Settings
+from stack.namespace import delete_namespace
+from tests.support.batch_worker import assert_answered_once, enqueue, make_worker, started_members
+from tests.worker.test_dequeue_adversarial import counting_classify, one_result_each, sweep_twice
+from worker.model import SentimentModel
+from worker.rq_internals import SentiqJob, intermediate_job_ids
+from worker.worker import SentiqWorker
+
+
+@pytest.fixture
+def low(settings: Settings, redis_client: Redis) -> Iterator[Queue]:
+    """A second queue, after the test's own queue (``queue``) in every worker's order."""
+    name = f"{settings.queue.name}-low"
+    yield Queue(name, connection=redis_client, serializer=JSONSerializer)
+    delete_namespace(redis_client, name)
+
+
+@pytest.fixture
+def both(
+    settings: Settings, queue: Queue, low: Queue, store: ResultStore, tiny_model: SentimentModel
+) -> SentiqWorker:
+    """A worker of the test's queue first, then ``low``."""
+    return make_worker(queue, store, tiny_model, settings.worker, settings.queue, more_queues=[low])
+
+
+def assert_settled_in(
+    client: Redis, queues: list[Queue], store: ResultStore, jobs: list[SentiqJob], ids: list[str]
+) -> None:
+    """Answered once, every job finished, and nothing left started, in an intermediate list or queued."""
+    assert_answered_once(client, store, ids)
+    assert [client.hget(job.key, "status") for job in jobs] == [b"finished"] * len(jobs)
+    assert one_result_each(client, jobs) == [1] * len(jobs)
+    for queue in queues:
+        assert started_members(client, queue) == []
+        assert intermediate_job_ids(queue) == [] and queue.get_job_ids() == []
+
+
+# -- one job id in two queues --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("copies", ["first job and a take", "two takes"])
+def test_a_job_id_queued_in_two_queues_runs_once_and_no_copy_stays_in_an_intermediate_list(  # noqa: PLR0917
+    copies: str,
+    both: SentiqWorker,
+    queue: Queue,
+    low: Queue,
+    redis_client: Redis,
+    store: ResultStore,
+) -> None:
+    # A job of the low queue whose id another client pushed into the high queue too: RQ pops it
+    # from the high queue as the batch's first job, or a take moves it from there after another.
+    jobs = [] if copies == "first job and a take" else [enqueue(queue, "other", reviews=1)]
+    twice = enqueue(low, "twice", reviews=1)
+    redis_client.rpush(queue.key, twice.id)
+    jobs.append(twice)
+    classified = counting_classify(both)
+    both.work(burst=True)
+    assert sorted(classified) == sorted(job.id for job in jobs)
+    # The copy the take moved from the low queue was left in its intermediate list, where the
+    # sweep would put it back in the low queue a heartbeat TTL later, to be taken again.
+    assert intermediate_job_ids(queue) == intermediate_job_ids(low) == []
+    for each in (queue, low):
+        sweep_twice(both, each)
+    both.work(burst=True)
+    assert sorted(classified) == sorted(job.id for job in jobs)
+    ids = [f"{job.args[0]['reviews'][0]['id']}" for job in jobs]
+    assert_settled_in(redis_client, [queue, low], store, jobs, ids)
