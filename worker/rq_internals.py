@@ -35,6 +35,7 @@ from redis.exceptions import WatchError
 from rq import Queue
 from rq.exceptions import NoSuchJobError, StopRequested
 from rq.executions import Execution
+from rq.intermediate_queue import IntermediateQueue
 from rq.job import JOB_ID_PATTERN, Job, JobStatus
 from rq.registry import FailedJobRegistry, StartedJobRegistry
 from rq.serializers import JSONSerializer
@@ -243,13 +244,42 @@ class SentiqJob(Job):
         queue._enqueue_job(self, pipeline=pipeline, at_front=True)
 
 
+class _SweptIntermediateQueue(IntermediateQueue):
+    """A queue's intermediate list, left alone by RQ's registry clean-up (see :class:`SentiqQueue`)."""
+
+    def cleanup(self, worker: BaseWorker, queue: Queue) -> None:
+        """Nothing: the sentiq worker's sweep cleans the list."""
+
+
+class SentiqQueue(Queue):
+    """An RQ queue whose intermediate list only the sentiq worker's sweep cleans.
+
+    RQ's registry clean-up (``BaseWorker.clean_registries``) cleans each queue's intermediate list
+    too, in ways that lose or fail jobs that never ran: it drops at first sight an id whose job's
+    ``origin`` names another queue (a job moved from one queue to another and stranded there by a
+    dead worker or a Redis crash was lost, in no list and no registry), and it fails a job it first
+    saw there over a minute ago as "stuck" (spending a retry, or answering its reviews with errors),
+    before the sweep puts it back once it has sat there a heartbeat TTL, when that is over a
+    minute. The sweep puts each stranded job back in the queue it was taken from, and drops the
+    ids of jobs whose record is gone, as RQ did.
+    """
+
+    @property
+    def intermediate_queue(self) -> IntermediateQueue:
+        """RQ's intermediate list of this queue, with a clean-up that does nothing."""
+        return _SweptIntermediateQueue(self.key, connection=self.connection)
+
+
 def safe_queue(queue: Queue) -> Queue:
-    """The same queue, with :class:`SentiqJob` and the JSON serializer for it and its registries.
+    """The same queue as a :class:`SentiqQueue`, with :class:`SentiqJob` and the JSON serializer for it
+    and its registries.
 
     Whatever serializer the caller's queue had: RQ's default would unpickle job data during registry
     clean-up, which is running code a job names.
     """
-    return Queue(queue.name, connection=queue.connection, serializer=JSONSerializer, job_class=SentiqJob)
+    return SentiqQueue(
+        queue.name, connection=queue.connection, serializer=JSONSerializer, job_class=SentiqJob
+    )
 
 
 def dequeued_job_error(error: Exception) -> tuple[str, Queue] | None:
@@ -407,6 +437,11 @@ if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 1 then
 end
 return 0
 """
+
+
+def drop_from_intermediate(queue: Queue, job_id: str) -> None:
+    """Take every copy of ``job_id`` out of the queue's intermediate list (its job record is gone)."""
+    queue.connection.lrem(intermediate_queue_key(queue), 0, job_id)
 
 
 def stranded_seconds(queue: Queue, job_id: str) -> float:

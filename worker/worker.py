@@ -58,6 +58,7 @@ from worker.rq_internals import (
     StartingJob,
     dequeue_jobs,
     dequeued_job_error,
+    drop_from_intermediate,
     fill_missing_fields,
     finalize_failure,
     finish_jobs,
@@ -254,15 +255,19 @@ class SentiqWorker(SimpleWorker):
     def _sweep(self, queue: Queue) -> None:
         """Fail unreadable records, and re-queue jobs that a dead worker dequeued but never started.
 
-        RQ's own clean-up leaves a dequeued-but-not-started job in the intermediate list for over a
-        minute (and then counts it as a failure); sentiq puts it back at the front once it has sat
-        there for a heartbeat TTL, which no live worker's gathering comes near.
+        The sweep alone cleans the queue's intermediate list (RQ's own clean-up of it, which drops or
+        fails such jobs, is turned off: :class:`~worker.rq_internals.SentiqQueue`). A job that has
+        sat there for a heartbeat TTL, which no live worker's gathering comes near, goes back to the
+        front of the queue it was taken from, whatever queue its ``origin`` names, without spending
+        a retry; the id of a job whose record is gone is dropped, as RQ's clean-up dropped it.
         """
         intermediate = intermediate_job_ids(queue)
         for job_id in dict.fromkeys(started_job_ids(queue, expired_only=True) + intermediate):
             try:
                 job = SentiqJob.fetch(job_id, connection=self.connection, serializer=JSONSerializer)
             except NoSuchJobError:
+                if job_id in intermediate:
+                    drop_from_intermediate(queue, job_id)
                 continue
             except UnreadableJobError as error:
                 self._refuse_unreadable(job_id, queue, error.reason)

@@ -9,6 +9,7 @@ review is still answered once, nothing is run twice, and no intermediate list ke
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -19,10 +20,16 @@ from rq.serializers import JSONSerializer
 from sentiq.result_store import ResultStore
 from sentiq.settings import Settings
 from stack.namespace import delete_namespace
-from tests.support.batch_worker import assert_answered_once, enqueue, make_worker, started_members
+from tests.support.batch_worker import (
+    assert_answered_once,
+    enqueue,
+    make_worker,
+    started_members,
+    streamed_ids,
+)
 from tests.worker.test_dequeue_adversarial import counting_classify, one_result_each, sweep_twice
 from worker.model import SentimentModel
-from worker.rq_internals import SentiqJob, intermediate_job_ids
+from worker.rq_internals import SentiqJob, dequeue_jobs, intermediate_job_ids
 from worker.worker import SentiqWorker
 
 
@@ -84,3 +91,68 @@ def test_a_job_id_queued_in_two_queues_runs_once_and_no_copy_stays_in_an_interme
     assert sorted(classified) == sorted(job.id for job in jobs)
     ids = [f"{job.args[0]['reviews'][0]['id']}" for job in jobs]
     assert_settled_in(redis_client, [queue, low], store, jobs, ids)
+
+
+# -- a take whose worker died: RQ's own clean-up of the intermediate lists -----------------------
+
+
+def backdate_first_sight(queue: Queue, seconds: float) -> None:
+    """Make every id in ``queue``'s intermediate list look first seen ``seconds`` ago."""
+    for job_id in intermediate_job_ids(queue):
+        queue.connection.set(queue.intermediate_queue.get_first_seen_key(job_id), time.time() - seconds)
+
+
+def test_a_stranded_job_moved_from_another_queue_is_put_back_not_dropped(
+    both: SentiqWorker, queue: Queue, low: Queue, redis_client: Redis, store: ResultStore
+) -> None:
+    moved = enqueue(low, "moved", reviews=1)
+    # An operator moves a waiting job to the high queue (its origin still names the low queue); a
+    # worker's take moves it into the high queue's intermediate list, and the worker dies.
+    redis_client.lmove(low.key, queue.key, "LEFT", "RIGHT")
+    assert dequeue_jobs([queue, low], 4, redis_client).taken == 1
+    both.run_maintenance_tasks()  # first seen: a live worker may still be starting it
+    # RQ's clean-up dropped it here (its queue's fetch_job finds no job whose origin is the high
+    # queue): in no list and no registry, never answered.
+    assert intermediate_job_ids(queue) == [moved.id]
+    sweep_twice(both, queue)
+    assert queue.get_job_ids() == [moved.id] and intermediate_job_ids(queue) == []
+    both.work(burst=True)
+    assert_settled_in(redis_client, [queue, low], store, [moved], ["moved-0"])
+    assert redis_client.hget(moved.key, "retries_left") == b"2"
+
+
+def test_with_a_heartbeat_ttl_over_a_minute_a_stranded_job_is_put_back_without_spending_a_retry(  # noqa: PLR0917
+    settings: Settings,
+    queue: Queue,
+    low: Queue,
+    redis_client: Redis,
+    store: ResultStore,
+    tiny_model: SentimentModel,
+) -> None:
+    patient = settings.worker.model_copy(update={"heartbeat_ttl_s": 120})
+    worker = make_worker(queue, store, tiny_model, patient, settings.queue, more_queues=[low])
+    stranded = enqueue(low, "stranded", reviews=1)
+    assert dequeue_jobs([queue, low], 4, redis_client).taken == 1  # then its worker dies
+    worker.run_maintenance_tasks()
+    backdate_first_sight(low, 61)
+    worker.run_maintenance_tasks()
+    # RQ's clean-up failed it here, a minute after first sight, as "stuck in intermediate queue":
+    # a retry spent on a job that never ran (with none left, its review answered with an error).
+    assert intermediate_job_ids(low) == [stranded.id] and low.get_job_ids() == []
+    assert redis_client.hget(stranded.key, "retries_left") == b"2"
+    assert streamed_ids(redis_client, store) == []
+    sweep_twice(worker, low)  # a heartbeat TTL after first sight
+    assert low.get_job_ids() == [stranded.id]
+    worker.work(burst=True)
+    assert_settled_in(redis_client, [queue, low], store, [stranded], ["stranded-0"])
+    assert redis_client.hget(stranded.key, "retries_left") == b"2"
+
+
+def test_the_sweep_drops_an_id_whose_job_is_gone_from_an_intermediate_list(
+    both: SentiqWorker, queue: Queue, low: Queue, redis_client: Redis
+) -> None:
+    gone = enqueue(low, "gone", reviews=1)
+    assert dequeue_jobs([queue, low], 4, redis_client).taken == 1  # then its worker dies
+    redis_client.delete(gone.key)
+    both.run_maintenance_tasks()
+    assert intermediate_job_ids(low) == [] and low.get_job_ids() == []

@@ -29,6 +29,7 @@ from worker.rq_internals import (
     PINNED_RQ_VERSION,
     FinishedJob,
     SentiqJob,
+    SentiqQueue,
     StartingJob,
     dequeue_jobs,
     dequeued_job_error,
@@ -36,6 +37,7 @@ from worker.rq_internals import (
     finish_jobs,
     intermediate_queue_key,
     job_key,
+    safe_queue,
     start_jobs,
 )
 
@@ -513,3 +515,16 @@ def test_rqs_non_blocking_dequeue_is_what_dequeue_jobs_repeats() -> None:
     assert "cls.lpop(queue_keys, timeout, connection=connection)" in source
     assert "except NoSuchJobError:" in inspect.getsource(Queue._fetch_dequeued_job)
     assert parameters(rq.utils.get_version) == ["connection"]
+
+
+def test_rqs_registry_clean_up_cleans_intermediate_lists_through_the_queue_sentiq_replaces_it_on() -> None:
+    # SentiqQueue turns RQ's clean-up of its intermediate list off by overriding the property RQ's
+    # registry clean-up reaches it through, and the clean-up it calls there.
+    assert "queue.intermediate_queue.cleanup(self, queue)" in inspect.getsource(BaseWorker.clean_registries)
+    assert isinstance(vars(Queue)["intermediate_queue"], property)
+    assert parameters(IntermediateQueue) == ["queue_key", "connection"]
+    assert parameters(IntermediateQueue.cleanup) == ["self", "worker", "queue"]
+    queue = safe_queue(Queue("q", connection=Redis(), serializer=JSONSerializer))
+    assert isinstance(queue, SentiqQueue) and queue.job_class is SentiqJob
+    assert queue.intermediate_queue.key == intermediate_queue_key(queue)
+    assert type(queue.intermediate_queue).cleanup is not IntermediateQueue.cleanup
