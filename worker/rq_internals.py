@@ -290,6 +290,17 @@ def dequeued_job_error(error: Exception) -> tuple[str, Queue] | None:
     return None
 
 
+def rq_dequeue_moves(queues: Sequence[Queue], connection: Redis) -> bool:
+    """Whether RQ's dequeue moves a job into its queue's intermediate list (LMOVE, one queue on
+    Redis >= 6.2) rather than popping it (LPOP or BLPOP, several queues or an older Redis)."""
+    return len(queues) == 1 and get_version(connection) >= (6, 2, 0)
+
+
+def put_back_at_front(queue: Queue, job_id: str) -> None:
+    """Push a job id RQ popped, but that never ran, back at the front of its queue."""
+    queue.connection.lpush(queue.key, job_id)
+
+
 class Dequeued(NamedTuple):
     """What :func:`dequeue_jobs` took: how many ids left the queues, and each readable job or error."""
 

@@ -65,9 +65,11 @@ from worker.rq_internals import (
     intermediate_job_ids,
     intermediate_queue_key,
     job_key,
+    put_back_at_front,
     raw_job_arguments,
     record_unreadable,
     requeue_stranded,
+    rq_dequeue_moves,
     safe_queue,
     start_jobs,
     started_job_ids,
@@ -301,11 +303,31 @@ class SentiqWorker(SimpleWorker):
         while True:
             try:
                 return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
-            except (*TRANSIENT_REDIS_ERRORS, StopRequested):
-                # StopRequested is how RQ's signal handler ends an idle worker's wait (SIGTERM).
+            except StopRequested as stop:
+                # How RQ's signal handler ends an idle worker's wait (SIGTERM); raised while the
+                # job just dequeued was read, that job goes back first if RQ popped it.
+                self._put_back_popped(stop)
+                raise
+            except TRANSIENT_REDIS_ERRORS:
                 raise
             except Exception as error:
                 self._handle_dequeue_error(error)
+
+    def _put_back_popped(self, stop: StopRequested) -> None:
+        """Put the job whose read a stop interrupted back at the front of its queue, if RQ popped it.
+
+        With several queues (or before Redis 6.2) RQ pops the job it dequeues (LPOP) instead of
+        moving it into the queue's intermediate list, where the sweep would find it: left alone, it
+        would be in no list and no registry, never run and never answered.
+        """
+        named = dequeued_job_error(stop)
+        if named is None or rq_dequeue_moves(self.queues, self.connection):
+            return
+        job_id, queue = named
+        self._until_redis_answers("put back a dequeued job", lambda: put_back_at_front(queue, job_id))
+        log.warning(
+            "job %s: the worker stopped while reading it; back at the front of %s", job_id, queue.name
+        )
 
     def _handle_dequeue_error(self, error: Exception) -> None:
         named = dequeued_job_error(error)

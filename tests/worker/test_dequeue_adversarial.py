@@ -19,7 +19,8 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -136,6 +137,31 @@ def counting_classify(worker: SentiqWorker) -> list[str]:
 
 def one_result_each(client: Redis, jobs: list[SentiqJob]) -> list[int]:
     return [len(Job.fetch(job.id, connection=client, serializer=JSONSerializer).results()) for job in jobs]
+
+
+@contextmanager
+def stop_signal_at_first_read(worker: SentiqWorker, monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """Run what a SIGTERM runs in ``worker`` at the instant RQ restores the first job hash it reads.
+
+    Yields the id of that job once it is read; the signal handlers and ``Job.restore`` are restored after.
+    """
+    real_restore = Job.restore
+    signalled: list[str] = []
+
+    def restore_under_a_signal(job: Job, raw_data: Any) -> Any:
+        if not signalled:
+            signalled.append(job.id)
+            worker.request_stop(signal.SIGTERM, None)  # type: ignore[no-untyped-call]  # what the signal runs
+        return real_restore(job, raw_data)
+
+    handlers = {number: signal.getsignal(number) for number in (signal.SIGTERM, signal.SIGINT)}
+    monkeypatch.setattr(Job, "restore", restore_under_a_signal)
+    try:
+        yield signalled
+    finally:
+        for number, handler in handlers.items():
+            signal.signal(number, handler)
+        monkeypatch.undo()
 
 
 # -- Redis dies between the take's two round trips ----------------------------------------------
@@ -429,27 +455,12 @@ def test_a_stop_signal_while_a_job_is_read_stops_the_worker_and_refuses_nothing(
     jobs = [enqueue(queue, "first"), enqueue(queue, "second")]
     if where == "sweep":
         redis_client.lmove(queue.key, intermediate_queue_key(queue), "LEFT", "RIGHT")  # a dead worker's
-    real_restore = Job.restore
-    signalled: list[str] = []
-
-    def restore_under_a_signal(job: Job, raw_data: Any) -> Any:
-        if not signalled:
-            signalled.append(job.id)
-            worker.request_stop(signal.SIGTERM, None)  # what the signal runs, at this instant
-        return real_restore(job, raw_data)
-
-    handlers = {number: signal.getsignal(number) for number in (signal.SIGTERM, signal.SIGINT)}
-    monkeypatch.setattr(Job, "restore", restore_under_a_signal)
-    try:
+    with stop_signal_at_first_read(worker, monkeypatch) as signalled:
         if where == "sweep":
             with pytest.raises(StopRequested):
                 worker.run_maintenance_tasks()
         else:
             worker.work(burst=True)
-    finally:
-        for number, handler in handlers.items():
-            signal.signal(number, handler)
-        monkeypatch.undo()
     assert signalled == [jobs[0].id]
     # Nothing refused, nothing answered, nothing run: both jobs wait, the first where the take left it.
     assert streamed_ids(redis_client, store) == []

@@ -27,7 +27,12 @@ from tests.support.batch_worker import (
     started_members,
     streamed_ids,
 )
-from tests.worker.test_dequeue_adversarial import counting_classify, one_result_each, sweep_twice
+from tests.worker.test_dequeue_adversarial import (
+    counting_classify,
+    one_result_each,
+    stop_signal_at_first_read,
+    sweep_twice,
+)
 from worker.model import SentimentModel
 from worker.rq_internals import SentiqJob, dequeue_jobs, intermediate_job_ids
 from worker.worker import SentiqWorker
@@ -156,3 +161,34 @@ def test_the_sweep_drops_an_id_whose_job_is_gone_from_an_intermediate_list(
     redis_client.delete(gone.key)
     both.run_maintenance_tasks()
     assert intermediate_job_ids(low) == [] and low.get_job_ids() == []
+
+
+# -- a stop signal while the first job is read ---------------------------------------------------
+
+
+def test_a_stop_signal_while_the_popped_first_job_is_read_puts_it_back_at_the_front(  # noqa: PLR0917
+    both: SentiqWorker,
+    queue: Queue,
+    low: Queue,
+    redis_client: Redis,
+    store: ResultStore,
+    settings: Settings,
+    tiny_model: SentimentModel,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # As in test_dequeue_adversarial's single-queue test: RQ's SIGTERM handler raises StopRequested
+    # inside RQ's restore of the first job's hash. With several queues RQ popped that job (LPOP) and
+    # it is in no intermediate list: it was lost, queued forever and never answered.
+    jobs = [enqueue(queue, "first"), enqueue(queue, "second"), enqueue(low, "third")]
+    with stop_signal_at_first_read(both, monkeypatch) as signalled:
+        both.work(burst=True)
+    assert signalled == [jobs[0].id]
+    # Nothing refused, answered or run; the first job is back where it was, at the front.
+    assert streamed_ids(redis_client, store) == []
+    assert [redis_client.hget(job.key, "status") for job in jobs] == [b"queued"] * 3
+    assert queue.get_job_ids() == [jobs[0].id, jobs[1].id] and low.get_job_ids() == [jobs[2].id]
+    assert intermediate_job_ids(queue) == intermediate_job_ids(low) == []
+    other = make_worker(queue, store, tiny_model, settings.worker, settings.queue, more_queues=[low])
+    other.work(burst=True)
+    ids = [f"{name}-{n}" for name in ("first", "second", "third") for n in range(2)]
+    assert_settled_in(redis_client, [queue, low], store, jobs, ids)

@@ -37,6 +37,7 @@ from worker.rq_internals import (
     finish_jobs,
     intermediate_queue_key,
     job_key,
+    rq_dequeue_moves,
     safe_queue,
     start_jobs,
 )
@@ -528,3 +529,14 @@ def test_rqs_registry_clean_up_cleans_intermediate_lists_through_the_queue_senti
     assert isinstance(queue, SentiqQueue) and queue.job_class is SentiqJob
     assert queue.intermediate_queue.key == intermediate_queue_key(queue)
     assert type(queue.intermediate_queue).cleanup is not IntermediateQueue.cleanup
+
+
+def test_rq_moves_the_job_it_dequeues_only_from_one_queue_on_redis_6_2(redis_client: Redis) -> None:
+    # What rq_dequeue_moves repeats, for a stop signal that lands while RQ reads the job it dequeued:
+    # a popped job is put back in its queue, a moved one waits in the intermediate list for the sweep.
+    assert "if len(queue_keys) == 1 and get_version(connection) >= (6, 2, 0):" in inspect.getsource(
+        Queue.dequeue_any
+    )
+    queue = Queue("q", connection=redis_client)
+    assert rq_dequeue_moves([queue], redis_client) == (rq.utils.get_version(redis_client) >= (6, 2, 0))
+    assert not rq_dequeue_moves([queue, Queue("r", connection=redis_client)], redis_client)
