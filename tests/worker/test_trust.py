@@ -184,7 +184,8 @@ def test_job_stuck_in_the_intermediate_queue_runs_and_fetches_nothing(  # noqa: 
         **foreign_fields(webhook_server.url),
     )
     redis_client.rpush(intermediate_queue_key(queue), job_id)
-    # RQ fails (or retries) a job it first saw in the intermediate queue over a minute ago.
+    # Stranded for longer than a heartbeat TTL: the sweep puts it back in the queue, and the worker
+    # refuses it (it names callbacks) without running or fetching anything.
     redis_client.set(queue.intermediate_queue.get_first_seen_key(job_id), time.time() - 120, ex=600)
     worker.work(burst=True)
     time.sleep(0.2)
