@@ -122,6 +122,7 @@ case "$MODE" in
             --ceiling-count 20000 \
             --precisions bf16 fp16 \
             --batch-sizes 256 1024 \
+            --rounds 2 \
             --latency-seconds 5 \
             --latency-idle-rate 20
         # Where the time goes on this machine: each stage of the in-process path alone, then the
