@@ -116,7 +116,13 @@ def markdown(results: dict[str, Any]) -> str:
                 )
             )
         c = model["C"]
-        ratios = f"C/B {model['C/B']:.2f}" + (f", C/A {model['C/A']:.2f}" if "C/A" in model else "")
+        ratios = f"C/B {model['C/B']:.2f}"
+        if "C/B_rounds" in model:
+            ratios += (
+                f" (median of {len(model['C/B_rounds'])} rounds' own; best rounds "
+                f"{model['C/B_best_rounds']:.2f})"
+            )
+        ratios += f", C/A {model['C/A']:.2f}" if "C/A" in model else ""
         gpu = c.get("gpu")
         if gpu and gpu.get("samples"):
             ratios += (

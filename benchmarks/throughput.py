@@ -10,13 +10,16 @@
 - **C**, one ``python -m worker`` through Redis: ``Client.submit`` to the last result read back.
 
 C/B says what the queue path costs; C/A what sentiq gains over the notebook. B's grid picks the
-variant; then B (that variant) and C are measured in alternating rounds and each keeps its best
-round, so neither side gets the luck of the most runs: on a noisy machine the fastest of eight
-grid points beats one run of the same code by chance alone.
+variant; then B (that variant) and C are measured in alternating rounds, so neither side gets the
+luck of the most runs (on a noisy machine the fastest of eight grid points beats one run of the
+same code by chance alone). Each side's rate is its best round; C/B is the median of the rounds'
+own C/B, each from a B and a C measured back to back, so that the machine's slow and fast minutes
+cancel (the ratio of the best rounds is kept too).
 """
 
 from __future__ import annotations
 
+import statistics
 import sys
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -298,7 +301,10 @@ def bench_model(
     )
     result["benchmark_peak_rss_mib"] = max(rss_before or 0.0, peak_rss_mib() or 0.0)
     c_rate = result["C"]["reviews_per_second"]
-    result["C/B"] = c_rate / result["B"]["reviews_per_second"]
+    paired = [c / b for b, c in zip(result["B"]["rounds"], result["C"]["rounds"], strict=True)]
+    result["C/B"] = statistics.median(paired)
+    result["C/B_rounds"] = paired
+    result["C/B_best_rounds"] = c_rate / result["B"]["reviews_per_second"]
     if "A" in result:
         result["C/A"] = c_rate / result["A"]["reviews_per_second"]
     return result

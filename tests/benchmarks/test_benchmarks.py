@@ -105,7 +105,10 @@ def test_markdown_shows_the_head_to_head_rounds_of_b_and_c() -> None:
     model = results["models"][0]
     model["B"] = {**_timing("B sentiq bf16 bs 16", 100, 2.0), "rounds": [48.0, 50.0, 49.5]}
     model["C"] = {**_timing("C redis, 1 worker (bf16)", 100, 2.5), "rounds": [40.0, 38.0, 39.0]}
+    model["C/B_rounds"] = [40.0 / 48.0, 38.0 / 50.0, 39.0 / 49.5]
+    model["C/B"], model["C/B_best_rounds"] = 39.0 / 49.5, 0.8
     text = report.markdown(results)
+    assert "| C/B 0.79 (median of 3 rounds' own; best rounds 0.80), C/A 4.00 |" in text
     assert (
         "| B | tinybert-shape | in-process sentiq bf16 bs 16, head to head with C, best of 3 rounds "
         "(48.0 / 50.0 / 49.5) | 100 | 2.00 | **50.0** |  |"
@@ -198,7 +201,13 @@ def test_benchmark_run_writes_every_section(tmp_path: Path, redis_url: str) -> N
     for side in ("B", "C"):
         assert len(model[side]["rounds"]) == 2
         assert model[side]["reviews_per_second"] == pytest.approx(max(model[side]["rounds"]))
-    assert model["C/B"] == pytest.approx(model["C"]["reviews_per_second"] / model["B"]["reviews_per_second"])
+    # C/B: the median of the rounds' own ratios (B and C measured back to back), with two rounds
+    # their mean; the best rounds' ratio is kept beside it.
+    paired = [c / b for b, c in zip(model["B"]["rounds"], model["C"]["rounds"], strict=True)]
+    assert model["C/B_rounds"] == pytest.approx(paired)
+    assert model["C/B"] == pytest.approx(sum(paired) / 2)
+    best = model["C"]["reviews_per_second"] / model["B"]["reviews_per_second"]
+    assert model["C/B_best_rounds"] == pytest.approx(best)
     loads = [entry["load"] for entry in results["latency"]]
     assert loads[0] == "idle" and loads[1].startswith("half of C") and len(loads) == 2
     assert all(entry["p99_ms"] >= entry["p50_ms"] > 0 for entry in results["latency"])
