@@ -450,9 +450,9 @@ return 0
 """
 
 
-def drop_from_intermediate(queue: Queue, job_id: str) -> None:
-    """Take every copy of ``job_id`` out of the queue's intermediate list (its job record is gone)."""
-    queue.connection.lrem(intermediate_queue_key(queue), 0, job_id)
+def drop_from_intermediate(queue: Queue, job_id: str, copies: int = 0) -> None:
+    """Take ``copies`` copies of ``job_id`` (0: every copy) out of the queue's intermediate list."""
+    queue.connection.lrem(intermediate_queue_key(queue), copies, job_id)
 
 
 def stranded_seconds(queue: Queue, job_id: str) -> float:

@@ -63,7 +63,6 @@ from worker.rq_internals import (
     finalize_failure,
     finish_jobs,
     intermediate_job_ids,
-    intermediate_queue_key,
     job_key,
     put_back_at_front,
     raw_job_arguments,
@@ -384,9 +383,7 @@ class SentiqWorker(SimpleWorker):
                     copy_of, taken_from = item
                     self._until_redis_answers(
                         "drop a copy of a gathered job",
-                        functools.partial(
-                            self.connection.lrem, intermediate_queue_key(taken_from), 1, copy_of.id
-                        ),
+                        functools.partial(drop_from_intermediate, taken_from, copy_of.id, 1),
                     )
                     continue
                 gathered_ids.add(item[0].id)
