@@ -111,6 +111,20 @@ def outage_worker(
     return queues, store, worker
 
 
+def work_through_a_kill(
+    monkeypatch: pytest.MonkeyPatch,
+    redis: Outage,
+    worker: SentiqWorker,
+    command: str,
+) -> None:
+    """Run ``worker`` until its queues are empty while Redis is killed once, right after the first
+    pipeline of four ``command``s (a take of four), and restarted."""
+    seen = after_pipeline(monkeypatch, command, 4, lambda _: redis.kill_once())
+    worker.work(burst=True)  # returns once the queues are empty: the worker rode the outage out
+    monkeypatch.undo()
+    assert redis.kills == 1 and redis.restarted.is_set() and len(seen) == 1
+
+
 def sweep_twice(worker: SentiqWorker, queue: Queue) -> None:
     """Two maintenance passes a heartbeat TTL apart: what is still stranded is put back in the queue."""
     worker.run_maintenance_tasks()  # the first sight of each stranded id
@@ -181,10 +195,7 @@ def test_redis_dying_in_the_middle_of_a_take_strands_nothing_and_answers_once(
         # The first job comes from RQ's dequeue, then takes of 1, 2 and 4: Redis dies after the third.
         jobs = [enqueue(queue, f"j{index}", reviews=1) for index in range(8)]
         ids = [f"j{index}-0" for index in range(8)]
-        seen = after_pipeline(monkeypatch, command, 4, lambda _: outage.kill_once())
-        worker.work(burst=True)  # returns once the queue is empty: the worker rode the outage out
-        monkeypatch.undo()
-        assert outage.kills == 1 and outage.restarted.is_set() and len(seen) == 1
+        work_through_a_kill(monkeypatch, outage, worker, command)
         # Moved but never read: the four ids wait in the intermediate list, unknown to the worker.
         stranded = [job.id for job in jobs[4:]] if command == "LMOVE" else []
         assert intermediate_job_ids(queue) == stranded
@@ -214,10 +225,7 @@ def test_with_several_queues_redis_dying_in_the_middle_of_a_take_strands_nothing
         jobs = [enqueue(high, f"h{index}", reviews=1) for index in range(5)]
         jobs += [enqueue(low, f"l{index}", reviews=1) for index in range(3)]
         ids = [f"h{index}-0" for index in range(5)] + [f"l{index}-0" for index in range(3)]
-        seen = after_pipeline(monkeypatch, "LMOVE", 4, lambda _: outage.kill_once())
-        worker.work(burst=True)
-        monkeypatch.undo()
-        assert outage.kills == 1 and len(seen) == 1
+        work_through_a_kill(monkeypatch, outage, worker, "LMOVE")
         # RQ's LPOP would have lost j4 here; moved, it waits in its queue's intermediate list.
         assert intermediate_job_ids(high) == [jobs[4].id]
         for queue in (high, low):
