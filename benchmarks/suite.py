@@ -90,7 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--rounds",
         type=int,
         default=3,
-        help="alternating rounds of B's fastest variant and C after the grid; each keeps its best",
+        help="alternating rounds of B's fastest variant and C after the grid: each side's best round is "
+        "its rate, the median of the rounds' own ratios is C/B",
     )
     parser.add_argument(
         "--worker-precision", default="auto", help="C's worker precision (auto: as a worker chooses)"
