@@ -195,7 +195,12 @@ class WorkerSettings(BaseModel):
         "reviews of 300 tokens, the fastest pass size measured), 131072 on GPU.",
     )
     max_wait_ms: int = Field(
-        default=5, ge=0, description="How long to keep gathering queued jobs into one batch."
+        default=0,
+        ge=0,
+        le=1000,
+        description="When the queue runs dry before a batch reaches max_gather_tokens, wait up to this "
+        "long after its first job for more (a dynamic batcher's queue delay). Jobs already queued are "
+        "always taken without waiting; 0: a lone job runs at once.",
     )
     max_gather_tokens: int = Field(
         default=0,

@@ -114,7 +114,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--max-batch-size", type=int, help="reviews per forward pass (0: set by the token budget)"
     )
-    parser.add_argument("--max-wait-ms", type=int, help="how long to gather queued jobs into a batch")
+    parser.add_argument(
+        "--max-wait-ms",
+        type=int,
+        help="how long a batch waits for more jobs once the queue runs dry (0: never)",
+    )
     parser.add_argument(
         "--max-length",
         type=int,

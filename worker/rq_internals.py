@@ -296,6 +296,15 @@ def rq_dequeue_moves(queues: Sequence[Queue], connection: Redis) -> bool:
     return len(queues) == 1 and get_version(connection) >= (6, 2, 0)
 
 
+def stop_requested(worker: BaseWorker) -> bool:
+    """Whether a warm shutdown was asked for while the worker was busy (RQ's private flag).
+
+    RQ's signal handler sets it instead of raising when the worker is busy, and checks it only
+    after the job; the gathering checks it so that a stop does not wait out ``max_wait_ms``.
+    """
+    return bool(getattr(worker, "_stop_requested", False))
+
+
 def put_back_at_front(queue: Queue, job_id: str) -> None:
     """Push a job id RQ popped, but that never ran, back at the front of its queue."""
     queue.connection.lpush(queue.key, job_id)

@@ -10,8 +10,8 @@ executed and makes every path RQ takes safe:
   job names or fetches a URL it names; a job must name :data:`CLASSIFY_TASK`, carry a JSON payload
   and no callbacks, or it is refused without running anything;
 - when the queue holds more jobs, it takes several at once (up to ``max_gather_tokens`` at the
-  model's max length per review, for at most ``max_wait_ms``) and classifies their reviews in
-  shared forward passes; a lone job is never held back waiting for company;
+  model's max length per review) and classifies their reviews in shared forward passes; a lone
+  job is held back waiting for company only when ``max_wait_ms`` asks for it (0 by default);
 - job heartbeats run on a background thread, so a long forward pass never looks like a dead worker;
 - every review gets an answer: a label, or an error result when its job is refused, fails for the
   last time, or is abandoned with no retries left; a job's results are published once, however
@@ -72,6 +72,7 @@ from worker.rq_internals import (
     safe_queue,
     start_jobs,
     started_job_ids,
+    stop_requested,
     stranded_seconds,
 )
 
@@ -84,6 +85,8 @@ REDIS_BACKOFF_CAP_S = 5.0
 GATHER_PASSES = 8
 #: Most jobs one take of a gathering moves off the queue (one pipeline of LMOVEs, one of reads).
 MAX_JOBS_PER_TAKE = 64
+#: While a batch waits for more jobs (``max_wait_ms``), the queues are looked at this often.
+GATHER_POLL_S = 0.001
 #: Error results are written in chunks of this many, so one huge refused job never blocks Redis.
 ERROR_RESULTS_PER_WRITE = 1_000
 
@@ -341,19 +344,23 @@ class SentiqWorker(SimpleWorker):
         )
 
     def _gather_more(self, first: Job, queue: Queue) -> list[tuple[Job, Queue]]:
-        """Jobs already waiting in the queues, up to the gathering's review limit and the max wait.
+        """Jobs already waiting in the queues, up to the gathering's review limit.
 
         Jobs are taken several at a time (two round trips each time, :func:`dequeue_jobs`): as many
         as the jobs gathered so far suggest will fill the limit, but never more than have been
         gathered already, so one-review jobs are gathered in a handful of round trips while a
-        surprise of big jobs overshoots the limit by at most the jobs of the last take.
+        surprise of big jobs overshoots the limit by at most the jobs of the last take. What the
+        queues hold is taken without a clock: the limit alone bounds the work, and decoding big jobs
+        must not cut a batch short (on a GPU that left batches of two jobs where fourteen waited).
+        When the queues run dry first, the batch waits up to ``max_wait_ms`` after the first job
+        for more (as a dynamic batcher's queue delay; 0, the default, never holds a job back).
         """
         gathered: list[tuple[Job, Queue]] = [(first, queue)]
         gathered_ids = {first.id}
         self._queue_ran_dry = False
         reviews = _review_count(first)
         deadline = time.monotonic() + self.settings.max_wait_ms / 1000
-        while reviews < self.gather_reviews and time.monotonic() < deadline:
+        while reviews < self.gather_reviews:
             per_job = max(1.0, reviews / len(gathered))
             wanted = min(
                 math.ceil((self.gather_reviews - reviews) / per_job), len(gathered), MAX_JOBS_PER_TAKE
@@ -389,9 +396,12 @@ class SentiqWorker(SimpleWorker):
                 gathered_ids.add(item[0].id)
                 gathered.append(item)
                 reviews += _review_count(item[0])
-            if dequeued.taken < wanted:
-                self._queue_ran_dry = True
-                break
+            self._queue_ran_dry = dequeued.taken < wanted
+            if self._queue_ran_dry:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or stop_requested(self):
+                    break
+                time.sleep(min(GATHER_POLL_S, remaining))
         return gathered
 
     # -- execution --------------------------------------------------------------------------

@@ -43,11 +43,10 @@ def make_worker(
     *,
     more_queues: Sequence[Queue] = (),
 ) -> SentiqWorker:
-    # Gathering waits up to 2 s: a busy 2-core machine must not split the batches these tests build.
     return SentiqWorker(
         [queue, *more_queues],
         classifier=Classifier(model, store, queues.max_review_chars),
-        settings=settings.model_copy(update={"max_wait_ms": 2000}),
+        settings=settings,
         queue_settings=queues,
         connection=queue.connection,
     )

@@ -74,6 +74,9 @@ def test_private_methods_the_worker_calls() -> None:
         "execution",
     ]
     assert hasattr(BaseWorker, "max_connection_wait_time")
+    # stop_requested reads the flag RQ's warm shutdown sets on a busy worker.
+    assert "self._stop_requested = True" in inspect.getsource(BaseWorker._shutdown)
+    assert "self._stop_requested: bool = False" in inspect.getsource(BaseWorker.__init__)
     # The steps of RQ's start and success bookkeeping that start_jobs and finish_jobs write in one go
     # (their effect is compared with RQ's own in the batched-bookkeeping tests below).
     assert parameters(Execution.create) == ["job", "ttl", "pipeline", "worker_name"]

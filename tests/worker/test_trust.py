@@ -39,11 +39,10 @@ MARKER_MODULE = "sentiq_foreign_marker"
 def worker(
     settings: Settings, redis_client: Redis, tiny_model: SentimentModel, store: ResultStore
 ) -> SentiqWorker:
-    worker_settings = settings.worker.model_copy(update={"max_wait_ms": 2000})
     return SentiqWorker(
         [Queue(settings.queue.name, connection=redis_client)],
         classifier=Classifier(tiny_model, store, settings.queue.max_review_chars),
-        settings=worker_settings,
+        settings=settings.worker,
         queue_settings=settings.queue,
         connection=redis_client,
     )

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import logging
+import signal
+import threading
+import time
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -24,10 +28,6 @@ from worker.worker import SentiqWorker
 @pytest.fixture
 def worker(settings: Settings, redis_client: Redis, tiny_model: SentimentModel, queue: Queue) -> SentiqWorker:
     store = ResultStore(redis_client, settings.queue.key_prefix, 60, 1000)
-    # Gathering stops at max_wait_ms; a busy 2-core machine must not split the batches these tests expect.
-    settings = settings.model_copy(
-        update={"worker": settings.worker.model_copy(update={"max_wait_ms": 2000})}
-    )
     classifier = Classifier(tiny_model, store, settings.queue.max_review_chars)
     return SentiqWorker(
         [queue],
@@ -40,13 +40,36 @@ def worker(settings: Settings, redis_client: Redis, tiny_model: SentimentModel, 
 
 def _gathering_at_most(worker: SentiqWorker, tokens: int) -> SentiqWorker:
     """The same worker, but gathering at most ``tokens`` (``max_gather_tokens``)."""
+    return _with_settings(worker, max_gather_tokens=tokens)
+
+
+def _with_settings(worker: SentiqWorker, **changes: object) -> SentiqWorker:
+    """The same worker with some of its settings changed."""
     return SentiqWorker(
         worker.queues,
         classifier=worker.classifier,
-        settings=worker.settings.model_copy(update={"max_gather_tokens": tokens}),
+        settings=worker.settings.model_copy(update=changes),
         queue_settings=worker.queue_settings,
         connection=worker.connection,
     )
+
+
+def _recording_takes(
+    monkeypatch: pytest.MonkeyPatch, before_take: Callable[[], None] = lambda: None
+) -> list[int]:
+    """How many jobs each take of a gathering asked for; ``before_take`` runs before each take."""
+    import worker.worker as worker_module
+
+    takes: list[int] = []
+    real_dequeue_jobs = worker_module.dequeue_jobs
+
+    def recording(queues: object, most: int, connection: Redis) -> object:
+        before_take()
+        takes.append(most)
+        return real_dequeue_jobs(queues, most, connection)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(worker_module, "dequeue_jobs", recording)
+    return takes
 
 
 def _work_logging_batches(worker: SentiqWorker, caplog: pytest.LogCaptureFixture) -> list[str]:
@@ -237,16 +260,7 @@ def test_ready_file_tracks_the_worker(
 def test_one_review_jobs_are_gathered_a_growing_number_at_a_time(
     worker: SentiqWorker, queue: Queue, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import worker.worker as worker_module
-
-    takes: list[int] = []
-    real_dequeue_jobs = worker_module.dequeue_jobs
-
-    def recording(queues: object, most: int, connection: Redis) -> object:
-        takes.append(most)
-        return real_dequeue_jobs(queues, most, connection)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(worker_module, "dequeue_jobs", recording)
+    takes = _recording_takes(monkeypatch)
     assert worker.gather_reviews >= 40
     for n in range(40):
         queue.enqueue(CLASSIFY_TASK, payload(f"one{n}", 1))
@@ -270,3 +284,65 @@ def test_a_surprise_of_big_jobs_overshoots_the_gathering_by_at_most_one_take(
     # 1 review, then one job of 50 (taken as if it held 1), then two (taken at 25.5 a job): 151 reviews.
     assert batch_lines[0].startswith("batch jobs=4 reviews=151 ")
     assert sum(int(line.split()[2].split("=")[1]) for line in batch_lines) == 501
+
+
+def test_queued_jobs_are_all_gathered_however_long_taking_them_lasts(
+    worker: SentiqWorker, queue: Queue, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Decoding big jobs takes milliseconds; a clock on the gathering cut GPU batches to two jobs.
+    assert worker.settings.max_wait_ms == 0
+    takes = _recording_takes(monkeypatch, before_take=lambda: time.sleep(0.05))
+    for n in range(40):
+        queue.enqueue(CLASSIFY_TASK, payload(f"slow{n}", 1))
+    batch_lines = _work_logging_batches(worker, caplog)
+    assert batch_lines[0].startswith("batch jobs=40 reviews=40 errors=0")
+    assert takes == [1, 2, 4, 8, 16, 32]
+
+
+def test_a_batch_waits_up_to_max_wait_ms_for_jobs_once_the_queue_runs_dry(
+    worker: SentiqWorker, queue: Queue, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    worker = _with_settings(worker, max_wait_ms=1000)
+    late: list[threading.Thread] = []
+
+    def enqueue_later() -> None:
+        time.sleep(0.05)
+        for n in range(3):
+            queue.enqueue(CLASSIFY_TASK, payload(f"late{n}", 1))
+
+    def on_first_take() -> None:
+        # The first take finds the queue empty; the late jobs arrive while the batch waits.
+        if not late:
+            late.append(threading.Thread(target=enqueue_later))
+            late[0].start()
+
+    takes = _recording_takes(monkeypatch, before_take=on_first_take)
+    queue.enqueue(CLASSIFY_TASK, payload("first", 1))
+    try:
+        batch_lines = _work_logging_batches(worker, caplog)
+    finally:
+        for thread in late:
+            thread.join()
+    assert len(takes) > 1
+    assert batch_lines[0].startswith("batch jobs=4 reviews=4 errors=0")
+    stored = worker.classifier.store.fetch(["first-0", "late0-0", "late1-0", "late2-0"])
+    assert len(stored) == 4 and all(p.ok for p in stored.values())
+
+
+def test_a_warm_shutdown_ends_the_wait_for_more_jobs(
+    worker: SentiqWorker, queue: Queue, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    worker = _with_settings(worker, max_wait_ms=1000)
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    takes = _recording_takes(monkeypatch, before_take=lambda: worker.request_stop(signal.SIGTERM, None))
+    queue.enqueue(CLASSIFY_TASK, payload("alone", 1))
+    try:
+        batch_lines = _work_logging_batches(worker, caplog)
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+    # The first take finds the queue dry and the stop ends the wait: no second take.
+    assert takes == [1]
+    assert batch_lines == [line for line in batch_lines if line.startswith("batch jobs=1 reviews=1 errors=0")]
+    assert len(batch_lines) == 1
+    assert worker.classifier.store.fetch(["alone-0"])["alone-0"].ok
