@@ -306,8 +306,29 @@ def stop_requested(worker: BaseWorker) -> bool:
 
 
 def put_back_at_front(queue: Queue, job_id: str) -> None:
-    """Push a job id RQ popped, but that never ran, back at the front of its queue."""
-    queue.connection.lpush(queue.key, job_id)
+    """Push a job id RQ popped, but that never ran, back at the front of its queue.
+
+    A copy :func:`hold_in_intermediate` may have recorded leaves the intermediate list in the same
+    transaction, so the sweep does not put the job back a second time.
+    """
+    with queue.connection.pipeline() as pipe:
+        pipe.lrem(intermediate_queue_key(queue), 1, job_id)
+        pipe.lpush(queue.key, job_id)
+        pipe.execute()
+
+
+def hold_in_intermediate(queue: Queue, job_id: str) -> None:
+    """Record a job id RQ popped in its queue's intermediate list, as RQ's LMOVE would have.
+
+    RQ pops the job it dequeues when the worker has several queues (or Redis is older than 6.2);
+    until the job starts it would then be in no list, and a worker or Redis dying in between lost
+    it. In the intermediate list the sweep finds it, and the start takes it out (LREM). Safe to
+    repeat after a lost reply: the transaction first drops the copy an applied attempt pushed.
+    """
+    with queue.connection.pipeline() as pipe:
+        pipe.lrem(intermediate_queue_key(queue), -1, job_id)
+        pipe.rpush(intermediate_queue_key(queue), job_id)
+        pipe.execute()
 
 
 class Dequeued(NamedTuple):

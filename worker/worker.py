@@ -62,6 +62,7 @@ from worker.rq_internals import (
     fill_missing_fields,
     finalize_failure,
     finish_jobs,
+    hold_in_intermediate,
     intermediate_job_ids,
     job_key,
     put_back_at_front,
@@ -304,7 +305,7 @@ class SentiqWorker(SimpleWorker):
         """
         while True:
             try:
-                return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
+                dequeued = super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
             except StopRequested as stop:
                 # How RQ's signal handler ends an idle worker's wait (SIGTERM); raised while the
                 # job just dequeued was read, that job goes back first if RQ popped it.
@@ -314,6 +315,28 @@ class SentiqWorker(SimpleWorker):
                 raise
             except Exception as error:
                 self._handle_dequeue_error(error)
+                continue
+            if dequeued is not None:
+                self._hold_if_popped(*dequeued)
+            return dequeued
+
+    def _hold_if_popped(self, job: Job, queue: Queue) -> None:
+        """Keep a job RQ popped in its queue's intermediate list until it starts (see
+        :func:`hold_in_intermediate`); a stop that interrupts this puts it back in its queue."""
+        try:
+            if rq_dequeue_moves(self.queues, self.connection):
+                return
+            self._until_redis_answers(
+                "hold a dequeued job", functools.partial(hold_in_intermediate, queue, job.id)
+            )
+        except StopRequested:
+            self._until_redis_answers(
+                "put back a dequeued job", functools.partial(put_back_at_front, queue, job.id)
+            )
+            log.warning(
+                "job %s: the worker stopped while taking it; back at the front of %s", job.id, queue.name
+            )
+            raise
 
     def _put_back_popped(self, stop: StopRequested) -> None:
         """Put the job whose read a stop interrupted back at the front of its queue, if RQ popped it.
@@ -448,7 +471,7 @@ class SentiqWorker(SimpleWorker):
                 self,
                 [start for start, _ in starting],
                 # Gathered jobs wait in their queue's intermediate list with several queues too
-                # (dequeue_jobs); a first job RQ popped is not there, and LREM passes it over.
+                # (dequeue_jobs), and so does a first job RQ popped (_hold_if_popped).
                 remove_from_intermediate_queue=True,
                 attempted=attempted,
             ),

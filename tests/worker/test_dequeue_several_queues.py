@@ -1,16 +1,17 @@
 """The batched dequeue of a worker on several queues, broken the way production and an attacker break it.
 
 With several queues, each take moves job ids from the queues in turn (highest priority first) into
-each queue's own intermediate list, while the first job of a batch is popped by RQ's dequeue and
-waits in no list. These tests push one job id into two queues, move a job from one queue to
-another, strand a take whose worker died, and stop a worker while it reads the first job: every
-review is still answered once, nothing is run twice, and no intermediate list keeps a copy.
+each queue's own intermediate list; the first job of a batch, popped by RQ's dequeue, is pushed
+into its queue's intermediate list at once. These tests push one job id into two queues, move a
+job from one queue to another, strand a take whose worker died, kill a worker while it gathers
+and stop one while it reads the first job: every review is still answered once, nothing is run
+twice, and no intermediate list keeps a copy.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 from redis import Redis
@@ -191,4 +192,59 @@ def test_a_stop_signal_while_the_popped_first_job_is_read_puts_it_back_at_the_fr
     other = make_worker(queue, store, tiny_model, settings.worker, settings.queue, more_queues=[low])
     other.work(burst=True)
     ids = [f"{name}-{n}" for name in ("first", "second", "third") for n in range(2)]
+    assert_settled_in(redis_client, [queue, low], store, jobs, ids)
+
+
+# -- the first job of a batch --------------------------------------------------------------------
+
+
+class _WorkerDied(BaseException):
+    """What a SIGKILL would do to the worker mid-gathering, for a test run in this process."""
+
+
+@pytest.fixture
+def new_worker(
+    settings: Settings, queue: Queue, low: Queue, store: ResultStore, tiny_model: SentimentModel
+) -> Callable[[], SentiqWorker]:
+    """Makes another worker like ``both``: one that dies, one that survives it."""
+    return lambda: make_worker(queue, store, tiny_model, settings.worker, settings.queue, more_queues=[low])
+
+
+def test_the_first_job_waits_in_its_intermediate_list_until_it_starts_and_survives_its_worker(  # noqa: PLR0917
+    new_worker: Callable[[], SentiqWorker],
+    queue: Queue,
+    low: Queue,
+    redis_client: Redis,
+    store: ResultStore,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # RQ pops the first job of a worker on several queues (LPOP): while the worker gathered more
+    # jobs it was in no list, and a worker dying then lost it, queued never again, never answered.
+    import worker.worker as worker_module
+
+    first = enqueue(low, "first", reviews=1)
+    doomed = new_worker()
+    held: list[list[str]] = []
+
+    def dies_while_gathering(*_: object) -> object:
+        held.append(intermediate_job_ids(low))
+        raise _WorkerDied
+
+    monkeypatch.setattr(worker_module, "dequeue_jobs", dies_while_gathering)
+    doomed.work(burst=True)  # RQ's loop logs the unhandled exception and quits
+    monkeypatch.undo()
+    assert held == [[first.id]] and low.get_job_ids() == []
+    survivor = new_worker()
+    sweep_twice(survivor, low)  # a heartbeat TTL after first sight
+    assert low.get_job_ids() == [first.id] and intermediate_job_ids(low) == []
+    survivor.work(burst=True)
+    assert_settled_in(redis_client, [queue, low], store, [first], ["first-0"])
+
+
+def test_a_job_held_while_its_batch_runs_leaves_no_trace_in_the_intermediate_lists(
+    both: SentiqWorker, queue: Queue, low: Queue, redis_client: Redis, store: ResultStore
+) -> None:
+    jobs = [enqueue(low, "low"), enqueue(queue, "high"), enqueue(low, "later")]
+    both.work(burst=True)
+    ids = [f"{name}-{n}" for name in ("low", "high", "later") for n in range(2)]
     assert_settled_in(redis_client, [queue, low], store, jobs, ids)
