@@ -328,6 +328,8 @@ def hold_in_intermediate(queue: Queue, job_id: str) -> None:
     with queue.connection.pipeline() as pipe:
         pipe.lrem(intermediate_queue_key(queue), -1, job_id)
         pipe.rpush(intermediate_queue_key(queue), job_id)
+        # Held from now: a first sight a sweep recorded before (see start_jobs) no longer counts.
+        pipe.delete(queue.intermediate_queue.get_first_seen_key(job_id))
         pipe.execute()
 
 
@@ -593,6 +595,9 @@ def start_jobs(
             if remove_from_intermediate_queue:
                 # Every copy: an id queued twice (pushed again by another client) runs once.
                 pipe.lrem(intermediate_queue_key(queue), 0, job.id)
+                # And the sweep's first sight of it (RQ keeps it a day): held again after a retry,
+                # the job would look stranded since then and be put back while its worker holds it.
+                pipe.delete(queue.intermediate_queue.get_first_seen_key(job.id))
         worker.set_state(WorkerStatus.BUSY, pipeline=pipe)
         worker.heartbeat(ttl, pipeline=pipe)
         if attempted is not None:

@@ -382,11 +382,16 @@ class SentiqWorker(SimpleWorker):
         gathered_ids = {first.id}
         self._queue_ran_dry = False
         reviews = _review_count(first)
+        # Ids taken that added no job (gone, unreadable, a duplicate) count as a review each: with
+        # no clock, only the limit stops a queue full of them from holding the batch back.
+        passed_over = 0
         deadline = time.monotonic() + self.settings.max_wait_ms / 1000
-        while reviews < self.gather_reviews:
+        while reviews + passed_over < self.gather_reviews:
             per_job = max(1.0, reviews / len(gathered))
             wanted = min(
-                math.ceil((self.gather_reviews - reviews) / per_job), len(gathered), MAX_JOBS_PER_TAKE
+                math.ceil((self.gather_reviews - reviews - passed_over) / per_job),
+                len(gathered) + passed_over,
+                MAX_JOBS_PER_TAKE,
             )
             try:
                 dequeued = dequeue_jobs(self._ordered_queues, wanted, self.connection)
@@ -399,6 +404,7 @@ class SentiqWorker(SimpleWorker):
             except Exception:
                 log.exception("stopped gathering jobs: the dequeue failed")
                 break
+            passed_over += dequeued.taken
             for item in dequeued.jobs:
                 if isinstance(item, Exception):
                     self._handle_dequeue_error(item)
@@ -419,6 +425,7 @@ class SentiqWorker(SimpleWorker):
                 gathered_ids.add(item[0].id)
                 gathered.append(item)
                 reviews += _review_count(item[0])
+                passed_over -= 1
             self._queue_ran_dry = dequeued.taken < wanted
             if self._queue_ran_dry:
                 remaining = deadline - time.monotonic()
