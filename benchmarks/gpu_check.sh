@@ -17,9 +17,9 @@
 # ceiling, A/B/C for the TinyBERT shape and the bundled MiniLM in bf16/fp16 (target: >= 20,000
 # reviews/s end to end for the TinyBERT shape), latencies, memory, and GPU utilisation sampled
 # with nvidia-smi during each C; then the stages of the in-process path one by one
-# (benchmarks.stages) and a profiled CUDA worker at 300 tokens (benchmarks.profile_queue).
-# Everything lands in $OUT (bench.json/md/png, stages.json, profile.json, gpu_check.log with every
-# table printed).
+# (benchmarks.stages), a profiled CUDA worker at 300 tokens (benchmarks.profile_queue) and C of
+# the TinyBERT shape with batches one at a time (no overlap). Everything lands in $OUT
+# (bench.json/md/png, stages.json, profile.json, serial.json, gpu_check.log with every table printed).
 # The benchmark stops itself after BENCH_TIMEOUT_S (default 330 s; SIGTERM stops its workers and
 # Redis, and bench.json keeps every part finished by then), the others after 60-80 s each. On an
 # H200 on 2026-11-28 the benchmark took 256 s and benchmark, stages and profile 362 s, so the
@@ -136,6 +136,14 @@ case "$MODE" in
             "$PYTHON" -m benchmarks.profile_queue --device cuda --max-length 300 --count 12000 \
             --output /tmp/profile 2>&1 | tee -a "$OUT/gpu_check.log" || true
         cp /tmp/profile/profile.json "$OUT/" 2>/dev/null || true
+        # The main run's C overlaps batches (SENTIQ_WORKER_OVERLAP_BATCHES auto: on for CUDA); C of
+        # the TinyBERT shape one batch at a time, next to its own B, says what the overlap pays.
+        timeout --signal=TERM --kill-after=15 "${SERIAL_TIMEOUT_S:-80}" \
+            "$PYTHON" -m benchmarks --device cuda --models tinybert-shape --count 20000 \
+            --pipeline-count 0 --ceiling-count 0 --precisions bf16 --batch-sizes 1024 --latency-models \
+            --rounds 2 --worker-env SENTIQ_WORKER_OVERLAP_BATCHES=off --output /tmp/serial 2>&1 \
+            | tee -a "$OUT/gpu_check.log" || true
+        cp /tmp/serial/bench.json "$OUT/serial.json" 2>/dev/null || true
         ;;
     cpu-smoke)
         # The same flags with tiny counts on the CPU: proves the code path where no GPU is lent.

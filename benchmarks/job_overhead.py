@@ -15,14 +15,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from benchmarks.model_folders import near_zero_folder
-from benchmarks.serving import redis_url_or_private, serving, submit_and_wait
-from benchmarks.throughput import DEFAULT_DATA, load_reviews
+from benchmarks.runs import add_run_arguments, benchmark_run
+from benchmarks.serving import serving, submit_and_wait
 from producer import Client
 
 
@@ -64,15 +63,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--reviews", type=int, default=2000, help="reviews per measurement (default 2000)")
     parser.add_argument("--repeats", type=int, default=3, help="measurements of each way; the best is kept")
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="CSV with a review column")
-    parser.add_argument("--redis-url", help="use this Redis instead of a private one")
+    add_run_arguments(parser, output=False)
     args = parser.parse_args(argv)
-    texts = load_reviews(args.data, args.reviews)
-    with (
-        tempfile.TemporaryDirectory(prefix="sentiq-job-overhead-") as scratch,
-        redis_url_or_private(args.redis_url) as url,
-    ):
-        folder = near_zero_folder(Path(scratch) / "near-zero", texts[:500])
+    with benchmark_run(args, args.reviews, "sentiq-job-overhead-") as (texts, url, scratch):
+        folder = near_zero_folder(scratch / "near-zero", texts[:500])
         result = measure_job_overhead(folder, texts, url, args.repeats)
     print(json.dumps(result, indent=2))
     return 0

@@ -20,15 +20,14 @@ import os
 import pstats
 import signal
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from benchmarks.model_folders import NEAR_ZERO_MAX_LENGTH, near_zero_folder
-from benchmarks.serving import redis_url_or_private, serving
-from benchmarks.throughput import DEFAULT_DATA, REPO_ROOT, load_reviews
+from benchmarks.runs import add_run_arguments, benchmark_run
+from benchmarks.serving import serving
 
 PROFILING_PATH = Path(__file__).resolve().parent / "_profiling"
 
@@ -225,20 +224,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m benchmarks.profile_queue", description=__doc__.split("\n\n")[0]
     )
     parser.add_argument("--count", type=int, default=4000, help="reviews in the profiled run")
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="CSV with a review column")
     parser.add_argument("--max-length", type=int, default=NEAR_ZERO_MAX_LENGTH, help="tokens the model keeps")
     parser.add_argument("--device", default="cpu", help="the worker's device: cpu, cuda or cuda:N")
-    parser.add_argument("--redis-url", help="use this Redis instead of a private redis-server")
-    parser.add_argument("--output", type=Path, default=REPO_ROOT / "bench-results")
+    add_run_arguments(parser)
     args = parser.parse_args(argv)
-    args.output.mkdir(parents=True, exist_ok=True)
-    texts = load_reviews(args.data, args.count)
-    with (
-        redis_url_or_private(args.redis_url) as url,
-        tempfile.TemporaryDirectory(prefix="sentiq-profile-") as scratch,
-    ):
+    with benchmark_run(args, args.count, "sentiq-profile-") as (texts, url, scratch):
         result = profile_queue(
-            texts, url, Path(scratch), args.output, max_length=args.max_length, device=args.device
+            texts, url, scratch, args.output, max_length=args.max_length, device=args.device
         )
     table = markdown(result)
     print(table)

@@ -34,6 +34,7 @@ from sentiq.contract import MAX_REVIEWS_PER_JOB
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 #: What runs a worker's forward passes (see WorkerSettings.engine).
 Engine = Literal["auto", "torch", "onnx-int8"]
+Overlap = Literal["auto", "on", "off"]
 PRECISIONS: tuple[Precision, ...] = ("auto", "fp32", "bf16", "fp16")
 #: The worker's former ``dtype`` values (``--dtype``, ``SENTIQ_WORKER_DTYPE``), still accepted.
 PRECISION_OF_DTYPE: dict[str, Precision] = {
@@ -181,6 +182,12 @@ class WorkerSettings(BaseModel):
         description="What runs the forward passes. auto: on CPU, the int8 copy of the model folder "
         "(python -m worker.int8) when it exists and a pass measured at start-up is faster with it, else "
         "torch; torch; onnx-int8: the int8 copy (CPU only).",
+    )
+    overlap_batches: Overlap = Field(
+        default="auto",
+        description="Run a batch's forward passes on a thread while the worker starts the next batch "
+        "and publishes the last, so the device never waits for Redis. auto: on for GPUs (their passes "
+        "leave the CPU free), off on CPU (the passes use every core).",
     )
     max_batch_size: int = Field(
         default=0,

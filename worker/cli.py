@@ -115,6 +115,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-batch-size", type=int, help="reviews per forward pass (0: set by the token budget)"
     )
     parser.add_argument(
+        "--overlap-batches",
+        choices=["auto", "on", "off"],
+        help="run the passes on a thread while the next batch starts (auto: on GPUs)",
+    )
+    parser.add_argument(
         "--max-wait-ms",
         type=int,
         help="how long a batch waits for more jobs once the queue runs dry (0: never)",
@@ -151,6 +156,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
             "precision": args.precision or (PRECISION_OF_DTYPE[args.dtype] if args.dtype else None),
             "engine": args.engine,
             "max_batch_size": args.max_batch_size,
+            "overlap_batches": args.overlap_batches,
             "max_wait_ms": args.max_wait_ms,
             "max_length": args.max_length,
             "log_level": args.log_level,

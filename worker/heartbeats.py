@@ -19,10 +19,12 @@ log = logging.getLogger(__name__)
 
 
 class HeartbeatThread:
-    """Calls the current batch's ``beat`` every ``interval_s`` seconds while a batch is running.
+    """Calls each running batch's ``beat`` every ``interval_s`` seconds while that batch runs.
 
+    Several batches may run at once (one in the model's passes while the next is started, see
+    :class:`worker.worker.SentiqWorker`); each is kept alive from :meth:`keep` to :meth:`release`.
     A failing beat (Redis away, for instance) is logged and tried again at the next interval; the
-    thread never ends the batch it keeps alive. When :meth:`beating` returns, no beat of that batch
+    thread never ends the batch it keeps alive. When :meth:`release` returns, no beat of that batch
     is running or will run, so a finished job is never marked alive again.
     """
 
@@ -31,25 +33,36 @@ class HeartbeatThread:
             raise ValueError("interval_s must be positive")
         self._interval_s = interval_s
         self._name = name
-        # Held while a beat runs, and to swap the batch being kept alive.
+        # Held while the beats run, and to add or remove a batch being kept alive.
         self._lock = threading.Lock()
-        self._beat: Callable[[], None] | None = None
+        self._beats: dict[int, Callable[[], None]] = {}
+        self._next_token = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.beats = 0
 
-    @contextlib.contextmanager
-    def beating(self, beat: Callable[[], None]) -> Iterator[HeartbeatThread]:
-        """Call ``beat`` at least once an interval (the first within one) until the ``with`` block ends."""
+    def keep(self, beat: Callable[[], None]) -> int:
+        """Call ``beat`` at least once an interval (the first within one) until :meth:`release`."""
         self._ensure_started()
         with self._lock:
-            self._beat = beat
+            self._next_token += 1
+            self._beats[self._next_token] = beat
+            return self._next_token
+
+    def release(self, token: int) -> None:
+        """Stop beating the batch :meth:`keep` returned ``token`` for."""
+        # Waits only for beats that are running right now, never for the thread to wake up.
+        with self._lock:
+            self._beats.pop(token, None)
+
+    @contextlib.contextmanager
+    def beating(self, beat: Callable[[], None]) -> Iterator[HeartbeatThread]:
+        """:meth:`keep` ``beat`` until the ``with`` block ends."""
+        token = self.keep(beat)
         try:
             yield self
         finally:
-            # Waits only for a beat that is running right now, never for the thread to wake up.
-            with self._lock:
-                self._beat = None
+            self.release(token)
 
     def stop(self) -> None:
         """End the thread (the worker is shutting down)."""
@@ -67,10 +80,11 @@ class HeartbeatThread:
     def _run(self) -> None:
         while not self._stop.wait(self._interval_s):
             with self._lock:
-                if self._beat is None:
-                    continue
-                try:
-                    self._beat()
-                    self.beats += 1
-                except Exception as error:
-                    log.warning("job heartbeat failed (will try again in %.0fs): %s", self._interval_s, error)
+                for beat in list(self._beats.values()):
+                    try:
+                        beat()
+                        self.beats += 1
+                    except Exception as error:
+                        log.warning(
+                            "job heartbeat failed (will try again in %.0fs): %s", self._interval_s, error
+                        )

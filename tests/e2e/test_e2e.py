@@ -103,8 +103,14 @@ def test_bad_input_and_foreign_jobs_through_real_workers(
     assert "only run 'worker.tasks.classify_reviews'" in worker.log
 
 
+OVERLAP = pytest.mark.parametrize(
+    "overlap", ["off", "on"], ids=["one-batch-at-a-time", "overlapping-batches"]
+)
+
+
+@OVERLAP
 def test_sigterm_finishes_the_batch_and_loses_nothing(
-    settings: Settings, redis_client: Redis, tmp_path: Path
+    overlap: str, settings: Settings, redis_client: Redis, tmp_path: Path
 ) -> None:
     settings = settings.model_copy(
         update={"producer": settings.producer.model_copy(update={"reviews_per_job": 4})}
@@ -112,7 +118,9 @@ def test_sigterm_finishes_the_batch_and_loses_nothing(
     queue = Queue(settings.queue.name, connection=redis_client, serializer=JSONSerializer)
     with Client.from_settings(settings) as client:
         ids = client.submit(sample_reviews(600))
-        first = WorkerProcess(settings, tmp_path, "first", "--max-batch-size", "8")
+        first = WorkerProcess(
+            settings, tmp_path, "first", "--max-batch-size", "8", "--overlap-batches", overlap
+        )
         try:
             first.wait_ready()
             deadline = time.monotonic() + 60
@@ -132,14 +140,19 @@ def test_sigterm_finishes_the_batch_and_loses_nothing(
     assert set(stream_counts(redis_client, settings).values()) == {1}
 
 
-def test_jobs_of_a_killed_worker_are_retried(settings: Settings, redis_client: Redis, tmp_path: Path) -> None:
+@OVERLAP
+def test_jobs_of_a_killed_worker_are_retried(
+    overlap: str, settings: Settings, redis_client: Redis, tmp_path: Path
+) -> None:
     settings = settings.model_copy(
         update={"producer": settings.producer.model_copy(update={"reviews_per_job": 200})}
     )
     queue = Queue(settings.queue.name, connection=redis_client, serializer=JSONSerializer)
     started = StartedJobRegistry(queue=queue)
     with Client.from_settings(settings) as client:
-        victim = WorkerProcess(settings, tmp_path, "victim", "--max-batch-size", "200")
+        victim = WorkerProcess(
+            settings, tmp_path, "victim", "--max-batch-size", "200", "--overlap-batches", overlap
+        )
         try:
             victim.wait_ready()
             ids = client.submit(sample_reviews(2000))

@@ -44,3 +44,16 @@ def other_worker(
 ) -> SentiqWorker:
     """Another worker of the same queue, whose maintenance the tests run while ``worker`` is busy."""
     return make_worker(queue, store, tiny_model, settings.worker, settings.queue)
+
+
+@pytest.fixture(params=["off", "on"], ids=["one-batch-at-a-time", "overlapping-batches"])
+def batching_worker(
+    request: pytest.FixtureRequest,
+    settings: Settings,
+    queue: Queue,
+    store: ResultStore,
+    tiny_model: SentimentModel,
+) -> SentiqWorker:
+    """``worker``, in one test run one batch at a time and in another with overlapping batches."""
+    overlap = settings.worker.model_copy(update={"overlap_batches": request.param})
+    return make_worker(queue, store, tiny_model, overlap, settings.queue)

@@ -27,8 +27,6 @@ from sentiq.contract import CLASSIFY_TASK, MAX_JOB_DATA_BYTES, MAX_REVIEWS_PER_J
 from sentiq.result_store import ResultStore
 from sentiq.settings import Settings
 from worker.heartbeats import HeartbeatThread
-from worker.model import SentimentModel
-from worker.processing import Classifier
 from worker.rq_internals import PUBLISHED_FIELD, intermediate_queue_key, job_key
 from worker.worker import SentiqWorker
 
@@ -36,16 +34,9 @@ MARKER_MODULE = "sentiq_foreign_marker"
 
 
 @pytest.fixture
-def worker(
-    settings: Settings, redis_client: Redis, tiny_model: SentimentModel, store: ResultStore
-) -> SentiqWorker:
-    return SentiqWorker(
-        [Queue(settings.queue.name, connection=redis_client)],
-        classifier=Classifier(tiny_model, store, settings.queue.max_review_chars),
-        settings=settings.worker,
-        queue_settings=settings.queue,
-        connection=redis_client,
-    )
+def worker(batching_worker: SentiqWorker) -> SentiqWorker:
+    """Every test here runs one batch at a time and with overlapping batches."""
+    return batching_worker
 
 
 @pytest.fixture
@@ -448,6 +439,27 @@ def test_no_beat_of_a_batch_runs_after_its_block_ends() -> None:
         count = len(ended)
         time.sleep(0.1)
         assert len(ended) == count
+    finally:
+        thread.stop()
+
+
+def test_batches_running_at_once_are_each_beaten_until_released() -> None:
+    first: list[float] = []
+    second: list[float] = []
+    thread = HeartbeatThread(interval_s=0.02)
+    try:
+        one = thread.keep(lambda: first.append(time.monotonic()))
+        two = thread.keep(lambda: second.append(time.monotonic()))
+        time.sleep(0.2)
+        thread.release(one)
+        after_release = len(first)
+        time.sleep(0.2)
+        assert after_release >= 3 and len(first) == after_release
+        assert len(second) >= 2 * after_release - 2
+        thread.release(two)
+        count = len(second)
+        time.sleep(0.1)
+        assert len(second) == count
     finally:
         thread.stop()
 

@@ -9,6 +9,7 @@ import time
 import zlib
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from redis import Redis
@@ -18,24 +19,15 @@ from rq.registry import FailedJobRegistry
 from rq.serializers import JSONSerializer
 
 from sentiq.contract import CLASSIFY_TASK
-from sentiq.result_store import ResultStore
-from sentiq.settings import Settings
-from worker.model import SentimentModel
-from worker.processing import Classifier
+from worker.rq_internals import intermediate_job_ids
 from worker.worker import SentiqWorker
 
 
 @pytest.fixture
-def worker(settings: Settings, redis_client: Redis, tiny_model: SentimentModel, queue: Queue) -> SentiqWorker:
-    store = ResultStore(redis_client, settings.queue.key_prefix, 60, 1000)
-    classifier = Classifier(tiny_model, store, settings.queue.max_review_chars)
-    return SentiqWorker(
-        [queue],
-        classifier=classifier,
-        settings=settings.worker,
-        queue_settings=settings.queue,
-        connection=redis_client,
-    )
+def worker(batching_worker: SentiqWorker) -> SentiqWorker:
+    """Every test here that takes ``worker`` runs one batch at a time and with overlapping batches;
+    tests that set up their batching themselves take ``other_worker``."""
+    return batching_worker
 
 
 def _gathering_at_most(worker: SentiqWorker, tokens: int) -> SentiqWorker:
@@ -346,3 +338,95 @@ def test_a_warm_shutdown_ends_the_wait_for_more_jobs(
     assert batch_lines == [line for line in batch_lines if line.startswith("batch jobs=1 reviews=1 errors=0")]
     assert len(batch_lines) == 1
     assert worker.classifier.store.fetch(["alone-0"])["alone-0"].ok
+
+
+# -- overlapping batches (overlap_batches: the passes on the model thread) -----------------------
+
+
+def _overlapping(worker: SentiqWorker, reviews_per_batch: int) -> SentiqWorker:
+    """The worker with overlapping batches, gathering ``reviews_per_batch`` reviews a batch."""
+    max_length = worker.classifier.model.info.max_length
+    return _with_settings(worker, overlap_batches="on", max_gather_tokens=reviews_per_batch * max_length)
+
+
+def _classifying(worker: SentiqWorker, during: Callable[[list[str]], None]) -> list[list[str]]:
+    """The job ids of each batch classified; ``during`` runs with them before its passes."""
+    batches: list[list[str]] = []
+    real = worker.classifier.classify
+
+    def classify(jobs: Any, *args: Any, **kwargs: Any) -> Any:
+        batches.append([job_id for job_id, _ in jobs])
+        during(batches[-1])
+        return real(jobs, *args, **kwargs)
+
+    worker.classifier.classify = classify  # type: ignore[method-assign]
+    return batches
+
+
+def test_with_overlapping_batches_the_next_batch_starts_while_the_passes_run(
+    other_worker: SentiqWorker, queue: Queue, caplog: pytest.LogCaptureFixture
+) -> None:
+    worker = _overlapping(other_worker, 2)
+    jobs = [queue.enqueue(CLASSIFY_TASK, payload(f"o{n}", 2)) for n in range(6)]
+    seen_started: list[bool] = []
+
+    def wait_for_the_next_start(batch: list[str]) -> None:
+        if batch == [jobs[0].id]:
+            deadline = time.monotonic() + 10
+            while jobs[1].get_status(refresh=True) != JobStatus.STARTED and time.monotonic() < deadline:
+                time.sleep(0.005)
+            seen_started.append(jobs[1].get_status(refresh=True) == JobStatus.STARTED)
+
+    batches = _classifying(worker, wait_for_the_next_start)
+    batch_lines = _work_logging_batches(worker, caplog)
+    assert seen_started == [True]
+    assert batches == [[job.id] for job in jobs] and len(batch_lines) == 6
+    stored = worker.classifier.store.fetch([f"o{n}-{i}" for n in range(6) for i in range(2)])
+    assert len(stored) == 12 and all(p.ok for p in stored.values())
+    for job in jobs:
+        assert job.get_status(refresh=True) == JobStatus.FINISHED
+
+
+def test_a_batch_whose_passes_fail_leaves_the_batch_started_behind_it_unharmed(
+    other_worker: SentiqWorker, queue: Queue
+) -> None:
+    worker = _overlapping(other_worker, 2)
+    doomed = queue.enqueue(CLASSIFY_TASK, payload("doomed", 2), retry=None)
+    fine = queue.enqueue(CLASSIFY_TASK, payload("fine", 2))
+
+    def fail_the_first(batch: list[str]) -> None:
+        if batch == [doomed.id]:
+            raise RuntimeError("device lost")
+
+    _classifying(worker, fail_the_first)
+    # The probe after a failed pass passes (the model is fine), so only the culprit fails.
+    worker.work(burst=True)
+    stored = worker.classifier.store.fetch(["doomed-0", "doomed-1", "fine-0", "fine-1"])
+    assert stored["fine-0"].ok and stored["fine-1"].ok
+    assert not stored["doomed-0"].ok and "device lost" in (stored["doomed-0"].error or "")
+    assert fine.get_status(refresh=True) == JobStatus.FINISHED
+    assert doomed.get_status(refresh=True) == JobStatus.FAILED
+
+
+def test_a_warm_shutdown_finishes_the_overlapping_batches_and_takes_no_more(
+    other_worker: SentiqWorker, queue: Queue, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    worker = _overlapping(other_worker, 2)
+    jobs = [queue.enqueue(CLASSIFY_TASK, payload(f"s{n}", 2)) for n in range(5)]
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    takes = _recording_takes(
+        monkeypatch,
+        # The stop lands while the second batch is gathered, the first in its passes.
+        before_take=lambda: None if takes else worker.request_stop(signal.SIGTERM, None),
+    )
+    try:
+        worker.work(burst=True)
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+    statuses = [job.get_status(refresh=True) for job in jobs]
+    assert statuses == [JobStatus.FINISHED] * 2 + [JobStatus.QUEUED] * 3
+    assert queue.get_job_ids() == [job.id for job in jobs[2:]]
+    assert intermediate_job_ids(queue) == []
+    stored = worker.classifier.store.fetch([f"s{n}-{i}" for n in range(5) for i in range(2)])
+    assert sorted(stored) == [f"s{n}-{i}" for n in range(2) for i in range(2)]
