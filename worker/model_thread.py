@@ -19,6 +19,7 @@ from concurrent.futures import Future
 from typing import Any, TypeVar
 
 _T = TypeVar("_T")
+_Calls = queue.SimpleQueue[tuple[Callable[[], Any], Future[Any]] | None]
 
 
 class ModelThread:
@@ -26,8 +27,10 @@ class ModelThread:
 
     def __init__(self, name: str = "sentiq-model") -> None:
         self._name = name
-        self._calls: queue.SimpleQueue[tuple[Callable[[], Any], Future[Any]] | None] = queue.SimpleQueue()
+        self._calls: _Calls = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
+        # The thread stop() ended, still running the calls submitted before: the next one waits for it.
+        self._stopped: threading.Thread | None = None
         self._lock = threading.Lock()
 
     def submit(self, call: Callable[[], _T]) -> Future[_T]:
@@ -35,7 +38,9 @@ class ModelThread:
         future: Future[_T] = Future()
         with self._lock:
             if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+                self._thread = threading.Thread(
+                    target=self._run, args=(self._calls, self._stopped), name=self._name, daemon=True
+                )
                 self._thread.start()
             self._calls.put((call, future))
         return future
@@ -45,10 +50,17 @@ class ModelThread:
         with self._lock:
             if self._thread is not None:
                 self._calls.put(None)
-                self._thread = None
+                # A thread started later takes calls from its own queue, after this one has ended:
+                # sharing this queue, it would run a call submitted before the stop while this
+                # thread still runs an earlier one.
+                self._stopped, self._thread = self._thread, None
+                self._calls = queue.SimpleQueue()
 
-    def _run(self) -> None:
-        while (item := self._calls.get()) is not None:
+    @staticmethod
+    def _run(calls: _Calls, after: threading.Thread | None) -> None:
+        if after is not None:
+            after.join()
+        while (item := calls.get()) is not None:
             call, future = item
             if not future.set_running_or_notify_cancel():
                 continue

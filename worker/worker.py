@@ -491,30 +491,37 @@ class SentiqWorker(SimpleWorker):
         on 2 cores: C/B 0.54 one batch at a time, 0.70 overlapping). It returns to RQ's loop when
         the queues run dry, a stop is requested or maintenance is due.
 
-        Nothing that happens to one batch ends the worker: an unexpected error is logged, and the
-        batch's jobs are left to RQ's abandoned-job recovery.
+        Nothing that happens to one batch ends the worker or harms the batch beside it: an
+        unexpected error is logged, and that batch's jobs are left to RQ's abandoned-job recovery
+        (or, gathered but not started, to the sweep); the other batch is still finished.
         """
         # Busy, so that a SIGTERM lets the batches finish instead of interrupting them.
         self.set_state(WorkerStatus.BUSY)
-        running: _Running | None = None
-        following: _Running | None = None
+        running = self._unless_it_fails(lambda: self._start_batch(self._gather_more([(job, queue)])))
+        while running is not None:
+            # Started while the running batch is in its passes; the model thread takes it next.
+            following = (
+                self._unless_it_fails(lambda: self._start_batch(self._gather_more([])))
+                if self._take_another_batch()
+                else None
+            )
+            # Its heartbeats are released whatever happens (_finish_batch's finally).
+            self._unless_it_fails(functools.partial(self._finish_batch, running, running.outcome()))
+            running = following
+        self.set_state(WorkerStatus.IDLE)
+
+    @staticmethod
+    def _unless_it_fails(step: Callable[[], _T]) -> _T | None:
+        """``step()``, or None once an unexpected error it raised is logged (a stop goes through)."""
         try:
-            running = self._start_batch(self._gather_more([(job, queue)]))
-            while running is not None:
-                # Started while the running batch is in its passes; the model thread takes it next.
-                following = self._start_batch(self._gather_more([])) if self._take_another_batch() else None
-                self._finish_batch(running, running.outcome())
-                running, following = following, None
-        except (StopRequested, SystemExit, KeyboardInterrupt):
+            return step()
+        except StopRequested:
             raise
         except Exception:
             log.exception(
                 "batch failed unexpectedly; its jobs will be recovered after their heartbeats expire"
             )
-            for batch in (running, following):
-                if batch is not None:
-                    batch.release(self._heartbeats)
-        self.set_state(WorkerStatus.IDLE)
+            return None
 
     def _take_another_batch(self) -> bool:
         """Whether to start the next batch before the running one is finished (overlap_batches)."""
