@@ -9,10 +9,13 @@ in an intermediate list or queued, nothing runs twice at once, and the worker ke
 
 from __future__ import annotations
 
+import collections
+import os
 import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,9 +24,12 @@ from rq import Queue
 from rq.registry import StartedJobRegistry
 from rq.serializers import JSONSerializer
 
+from benchmarks.simulated_device import SIMULATION_PATH
+from producer import Client
 from sentiq.contract import CLASSIFY_TASK
 from sentiq.result_store import ResultStore
 from sentiq.settings import QueueSettings, Settings, WorkerSettings
+from tests.conftest import REPO_ROOT
 from tests.support.batch_worker import (
     assert_answered_once,
     assert_settled,
@@ -33,6 +39,7 @@ from tests.support.batch_worker import (
     started_members,
 )
 from tests.support.killed_redis import Outage, outage  # noqa: F401 (a fixture)
+from tests.support.workers import WorkerProcess, running_workers
 from worker import worker as worker_module
 from worker.model import SentimentModel
 from worker.model_thread import ModelThread
@@ -415,3 +422,48 @@ def test_jobs_asking_for_explanations_in_overlapping_batches_get_them_once(
     stored = store.fetch(ids)
     assert all((stored[i].attributions is not None) == (i[1] in "13") for i in ids)
     assert queue.get_job_ids() == [] and started_members(redis_client, queue) == []
+
+
+@pytest.mark.slow
+def test_a_worker_process_cold_stopped_with_two_batches_in_flight_exits_and_loses_nothing(
+    settings: Settings, redis_client: Redis, tiny_model: SentimentModel, tmp_path: Path
+) -> None:
+    settings = settings.model_copy(
+        update={"producer": settings.producer.model_copy(update={"reviews_per_job": 4})}
+    )
+    started = StartedJobRegistry(settings.queue.name, connection=redis_client)
+    # Passes of 1.6 s (a two-job batch of 8 reviews at 0.2 s each) on the benchmark's simulated
+    # device: the second SIGTERM (RQ ignores one within 1 s of the first) lands mid-passes.
+    slow = {
+        "PYTHONPATH": os.pathsep.join([str(SIMULATION_PATH), str(REPO_ROOT)]),
+        "SENTIQ_BENCH_SIMULATED_PASS_US": "200000",
+        "SENTIQ_WORKER_MAX_GATHER_TOKENS": str(8 * tiny_model.info.max_length),
+    }
+    with Client.from_settings(settings) as client:
+        ids = client.submit([f"review {n} was great" for n in range(64)])
+        victim = WorkerProcess(
+            settings, tmp_path, "victim", "--max-batch-size", "8", "--overlap-batches", "on", **slow
+        )
+        try:
+            victim.wait_ready()
+            deadline = time.monotonic() + 30
+            while started.count < 4 and time.monotonic() < deadline:  # two batches in flight
+                time.sleep(0.005)
+            victim.send(signal.SIGTERM)
+            time.sleep(1.1)
+            in_flight = started.get_job_ids()
+            victim.send(signal.SIGTERM)
+            t0 = time.monotonic()
+            victim.process.wait(timeout=15)  # the model thread must not hold the process
+            assert time.monotonic() - t0 < 10
+        finally:
+            victim.stop(signal.SIGKILL)
+        assert in_flight and "cold shut down" in victim.log, victim.log
+        with running_workers(settings, tmp_path, 1):  # recovers them once their heartbeats lapse
+            predictions = client.results(ids, timeout=60)
+    assert all(p.ok for p in predictions)
+    counts = collections.Counter(
+        fields[b"id"].decode()
+        for _, fields in redis_client.xrange(f"{settings.queue.key_prefix}:predictions")
+    )
+    assert sorted(counts) == sorted(ids) and set(counts.values()) == {1}
