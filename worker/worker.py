@@ -177,6 +177,11 @@ class SentiqWorker(SimpleWorker):
         self.overlap_batches = settings.overlap_batches == "on" or (
             settings.overlap_batches == "auto" and classifier.model.device.startswith("cuda")
         )
+        log.info(
+            "batches %s (overlap_batches %s)",
+            "overlap: passes on the model thread" if self.overlap_batches else "run one at a time",
+            settings.overlap_batches,
+        )
         self._model_thread = ModelThread()
         #: Most reviews one gathering takes: the token limit at the model's max length per review.
         gather_tokens = settings.max_gather_tokens or GATHER_PASSES * classifier.model.max_batch_tokens
