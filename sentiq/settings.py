@@ -34,6 +34,7 @@ from sentiq.contract import MAX_REVIEWS_PER_JOB
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 #: What runs a worker's forward passes (see WorkerSettings.engine).
 Engine = Literal["auto", "torch", "onnx-int8"]
+#: Whether a worker's batches overlap (passes on a thread while the next batch starts).
 Overlap = Literal["auto", "on", "off"]
 PRECISIONS: tuple[Precision, ...] = ("auto", "fp32", "bf16", "fp16")
 #: The worker's former ``dtype`` values (``--dtype``, ``SENTIQ_WORKER_DTYPE``), still accepted.
@@ -186,8 +187,8 @@ class WorkerSettings(BaseModel):
     overlap_batches: Overlap = Field(
         default="auto",
         description="Run a batch's forward passes on a thread while the worker starts the next batch "
-        "and publishes the last, so the device never waits for Redis. auto: on for GPUs (their passes "
-        "leave the CPU free), off on CPU (the passes use every core).",
+        "and publishes the last, so the device need not wait for Redis while jobs are queued. auto: on "
+        "for GPUs (their passes leave the CPU free), off on CPU (the passes use every core).",
     )
     max_batch_size: int = Field(
         default=0,
@@ -206,8 +207,8 @@ class WorkerSettings(BaseModel):
         ge=0,
         le=1000,
         description="When the queue runs dry before a batch reaches max_gather_tokens, wait up to this "
-        "long after its first job for more (a dynamic batcher's queue delay). Jobs already queued are "
-        "always taken without waiting; 0: a lone job runs at once.",
+        "long from the start of the gathering for more (a dynamic batcher's queue delay). Jobs already "
+        "queued are always taken without waiting; 0: a lone job runs at once.",
     )
     max_gather_tokens: int = Field(
         default=0,

@@ -27,6 +27,7 @@ sides use this module: the layout is defined once. Torch-free.
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -161,6 +162,8 @@ class WorkerInfoPublisher:
         self.info = info
         self.ttl_s = ttl_s
         self._published_at = 0.0
+        # A worker records from its main thread and its heartbeat thread (overlapping batches).
+        self._lock = threading.RLock()
 
     def record(self, reviews: int, at: float | None = None, *, flush: bool = False) -> None:
         """Count ``reviews`` answered now; writes the record when the last write is a second old.
@@ -171,22 +174,26 @@ class WorkerInfoPublisher:
         out an outage).
         """
         at = time.time() if at is None else at
-        if reviews:
-            self.info.reviews_total += reviews
-            self.info.recent.add(reviews, at)
-        if flush or at - self._published_at >= PUBLISH_INTERVAL_S:
-            self.publish(at)
+        with self._lock:
+            if reviews:
+                self.info.reviews_total += reviews
+                self.info.recent.add(reviews, at)
+            if flush or at - self._published_at >= PUBLISH_INTERVAL_S:
+                self.publish(at)
 
     def publish(self, at: float | None = None) -> None:
         """Write the whole record and renew its TTL (one round trip)."""
         at = time.time() if at is None else at
-        self.info.updated_at = at
-        self.info.recent.prune(at)
+        with self._lock:
+            self.info.updated_at = at
+            self.info.recent.prune(at)
+            record = self.info.to_hash()
         with self.connection.pipeline(transaction=True) as pipe:
-            pipe.hset(self.key, mapping=self.info.to_hash())  # type: ignore[arg-type]
+            pipe.hset(self.key, mapping=record)  # type: ignore[arg-type]
             pipe.expire(self.key, self.ttl_s)
             pipe.execute()
-        self._published_at = at
+        with self._lock:
+            self._published_at = max(self._published_at, at)
 
     def remove(self) -> None:
         """Delete the record (a worker stopping cleanly)."""

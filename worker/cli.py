@@ -15,7 +15,7 @@ import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, get_args
 
 from pydantic import ValidationError
 from redis import Redis
@@ -38,6 +38,7 @@ from sentiq.redis_connection import connect, eviction_problem, redact_secrets, r
 from sentiq.settings import (
     PRECISION_OF_DTYPE,
     PRECISIONS,
+    Overlap,
     Settings,
     describe_validation_error,
     load_settings,
@@ -116,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--overlap-batches",
-        choices=["auto", "on", "off"],
+        choices=get_args(Overlap),
         help="run the passes on a thread while the next batch starts (auto: on GPUs)",
     )
     parser.add_argument(

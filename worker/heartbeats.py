@@ -65,7 +65,9 @@ class HeartbeatThread:
             self.release(token)
 
     def stop(self) -> None:
-        """End the thread (the worker is shutting down)."""
+        """End the thread and forget every batch (the worker is shutting down)."""
+        with self._lock:
+            self._beats.clear()
         self._stop.set()
         if self._thread is not None:
             self._thread.join()

@@ -114,7 +114,8 @@ METRICS: tuple[MetricDoc, ...] = (
         "sentiq_batch_seconds",
         "histogram",
         (),
-        "Time per batch from admitting its jobs to finishing them (model, result writes, RQ bookkeeping).",
+        "Time per batch from admitting its jobs to finishing them (model, result writes, RQ bookkeeping; "
+        "with overlapping batches also its wait behind the batch before it).",
     ),
     MetricDoc(
         "sentiq_queue_wait_seconds",

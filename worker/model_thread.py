@@ -5,9 +5,10 @@ next batch, and published each batch before starting the passes of the next, kep
 idle for as long as its queue path took (issue 9: C/B 0.46 on an H200). With the passes on this
 thread, the worker starts the next batch and publishes the last one while the device works.
 
-One thread for the worker's whole life, so batches are classified one at a time and in the order
-they were started, exactly as without it. It is a daemon thread: a cold shutdown does not wait
-for a batch in its passes (RQ's abandoned-job recovery runs that batch again).
+One thread at a time (a thread started after :meth:`ModelThread.stop` first waits for the stopped
+one), so batches are classified one at a time and in the order they were started, exactly as
+without it. It is a daemon thread: a cold shutdown does not wait for a batch in its passes (RQ's
+abandoned-job recovery runs that batch again).
 """
 
 from __future__ import annotations

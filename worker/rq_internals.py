@@ -309,11 +309,14 @@ def put_back_at_front(queue: Queue, job_id: str) -> None:
     """Push a job id RQ popped, but that never ran, back at the front of its queue.
 
     A copy :func:`hold_in_intermediate` may have recorded leaves the intermediate list in the same
-    transaction, so the sweep does not put the job back a second time.
+    transaction, so the sweep does not put the job back a second time, and so does the sweep's
+    first-seen marker.
     """
     with queue.connection.pipeline() as pipe:
         pipe.lrem(intermediate_queue_key(queue), 1, job_id)
         pipe.lpush(queue.key, job_id)
+        # Waiting in the queue again: a sweep's first sight of it (see start_jobs) no longer counts.
+        pipe.delete(queue.intermediate_queue.get_first_seen_key(job_id))
         pipe.execute()
 
 

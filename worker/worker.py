@@ -12,6 +12,8 @@ executed and makes every path RQ takes safe:
 - when the queue holds more jobs, it takes several at once (up to ``max_gather_tokens`` at the
   model's max length per review) and classifies their reviews in shared forward passes; a lone
   job is held back waiting for company only when ``max_wait_ms`` asks for it (0 by default);
+- with ``overlap_batches`` (on GPUs by default) a batch's passes run on a model thread while the
+  main thread starts the next batch and publishes the last; all Redis work stays on the main thread;
 - job heartbeats run on a background thread, so a long forward pass never looks like a dead worker;
 - every review gets an answer: a label, or an error result when its job is refused, fails for the
   last time, or is abandoned with no retries left; a job's results are published once, however
@@ -113,23 +115,34 @@ _Outcome = tuple[list[JobOutcome], PassStats] | Exception
 
 
 class _Running:
-    """A started batch: its jobs, kept alive by the heartbeat thread until released, and its passes."""
+    """A started batch: its jobs, kept alive by the heartbeat thread until released, and its passes.
+
+    With a model thread the passes start there at once (after those of batches started before);
+    without one they run in :meth:`outcome`.
+    """
 
     def __init__(
         self,
         admitted: list[_Admitted],
         classifier: Classifier,
-        heartbeat: int,
+        heartbeats: HeartbeatThread,
+        beat: Callable[[], None],
         model_thread: ModelThread | None,
     ) -> None:
         self.admitted = admitted
         self.started = time.perf_counter()
         self._classifier = classifier
-        self._heartbeat: int | None = heartbeat
+        self._heartbeats = heartbeats
         self._future = model_thread.submit(self._classify) if model_thread is not None else None
+        # Kept alive from here: a submit that raised above leaves no heartbeat behind.
+        self._token: int | None = heartbeats.keep(beat)
 
     def _classify(self) -> tuple[list[JobOutcome], PassStats]:
         return self._classifier.classify([(item.job.id, item.payload) for item in self.admitted])
+
+    def done(self) -> bool:
+        """Whether the passes have ended (always, before :meth:`outcome`, without a model thread)."""
+        return self._future is None or self._future.done()
 
     def outcome(self) -> _Outcome:
         """The batch's predictions, or the exception its classification raised (waits for it)."""
@@ -138,11 +151,11 @@ class _Running:
         except Exception as error:
             return error
 
-    def release(self, heartbeats: HeartbeatThread) -> None:
+    def release(self) -> None:
         """Stop the heartbeats of the batch's jobs (they are finished, failed or left to RQ)."""
-        if self._heartbeat is not None:
-            heartbeats.release(self._heartbeat)
-            self._heartbeat = None
+        if self._token is not None:
+            self._heartbeats.release(self._token)
+            self._token = None
 
 
 class SentiqWorker(SimpleWorker):
@@ -416,7 +429,9 @@ class SentiqWorker(SimpleWorker):
             "refuse an unreadable job", lambda: self._refuse_unreadable(job_id, safe_queue(queue), reason)
         )
 
-    def _gather_more(self, gathered: list[tuple[Job, Queue]]) -> list[tuple[Job, Queue]]:
+    def _gather_more(
+        self, gathered: list[tuple[Job, Queue]], keep_waiting: Callable[[], bool] = lambda: True
+    ) -> list[tuple[Job, Queue]]:
         """``gathered`` (the job RQ dequeued, or none) and the jobs waiting in the queues, up to the
         gathering's review limit.
 
@@ -426,12 +441,14 @@ class SentiqWorker(SimpleWorker):
         surprise of big jobs overshoots the limit by at most the jobs of the last take. What the
         queues hold is taken without a clock: the limit alone bounds the work, and decoding big jobs
         must not cut a batch short (on a GPU that left batches of two jobs where fourteen waited).
-        When the queues run dry first, the batch waits up to ``max_wait_ms`` after the first job
-        for more (as a dynamic batcher's queue delay; 0, the default, never holds a job back).
+        When the queues run dry first, the batch waits up to ``max_wait_ms`` from the start of the
+        gathering for more (as a dynamic batcher's queue delay; 0, the default, never holds a job
+        back), looking with one LMOVE a millisecond, and only while ``keep_waiting()`` holds. A job
+        counts as at least one review, so jobs that carry none cannot make a gathering unbounded.
         """
         gathered_ids = {job.id for job, _ in gathered}
         self._queue_ran_dry = False
-        reviews = sum(_review_count(job) for job, _ in gathered)
+        reviews = sum(_gathered_reviews(job) for job, _ in gathered)
         # Ids taken that added no job (gone, unreadable, a duplicate) count as a review each: with
         # no clock, only the limit stops a queue full of them from holding the batch back.
         passed_over = 0
@@ -443,6 +460,8 @@ class SentiqWorker(SimpleWorker):
                 max(1, len(gathered) + passed_over),
                 MAX_JOBS_PER_TAKE,
             )
+            if self._queue_ran_dry:
+                wanted = 1  # waiting for a job to arrive: one LMOVE a look, not a take's worth
             try:
                 dequeued = dequeue_jobs(self._ordered_queues, wanted, self.connection)
             except TRANSIENT_REDIS_ERRORS as error:
@@ -474,13 +493,13 @@ class SentiqWorker(SimpleWorker):
                     continue
                 gathered_ids.add(item[0].id)
                 gathered.append(item)
-                reviews += _review_count(item[0])
+                reviews += _gathered_reviews(item[0])
                 passed_over -= 1
             self._queue_ran_dry = dequeued.taken < wanted
             if self._queue_ran_dry:
                 remaining = deadline - time.monotonic()
                 # An empty gathering has no batch to hold back: the worker goes back to RQ's wait.
-                if remaining <= 0 or not gathered or stop_requested(self):
+                if remaining <= 0 or not gathered or stop_requested(self) or not keep_waiting():
                     break
                 time.sleep(min(GATHER_POLL_S, remaining))
         return gathered
@@ -506,7 +525,7 @@ class SentiqWorker(SimpleWorker):
         while running is not None:
             # Started while the running batch is in its passes; the model thread takes it next.
             following = (
-                self._unless_it_fails(lambda: self._start_batch(self._gather_more([])))
+                self._unless_it_fails(functools.partial(self._start_following, running))
                 if self._take_another_batch()
                 else None
             )
@@ -524,9 +543,18 @@ class SentiqWorker(SimpleWorker):
             raise
         except Exception:
             log.exception(
-                "batch failed unexpectedly; its jobs will be recovered after their heartbeats expire"
+                "a batch step failed unexpectedly; jobs it started are recovered after their heartbeats "
+                "expire, jobs it gathered by the sweep"
             )
             return None
+
+    def _start_following(self, running: _Running) -> _Running | None:
+        """Gather and start the batch that follows ``running`` while its passes run.
+
+        Waiting for jobs (``max_wait_ms``) ends when those passes do: it must not hold back the
+        running batch's results.
+        """
+        return self._start_batch(self._gather_more([], keep_waiting=lambda: not running.done()))
 
     def _take_another_batch(self) -> bool:
         """Whether to start the next batch before the running one is finished (overlap_batches)."""
@@ -582,7 +610,8 @@ class SentiqWorker(SimpleWorker):
         return _Running(
             admitted,
             self.classifier,
-            self._heartbeats.keep(lambda: self._beat(admitted)),
+            self._heartbeats,
+            lambda: self._beat(admitted),
             self._model_thread if self.overlap_batches else None,
         )
 
@@ -620,7 +649,7 @@ class SentiqWorker(SimpleWorker):
             ]
             self._until_redis_answers("finish jobs", functools.partial(finish_jobs, self, finished))
         finally:
-            running.release(self._heartbeats)
+            running.release()
         reviews = sum(len(result.predictions) for result in outcomes)
         errors = sum(1 for result in outcomes for p in result.predictions if p.error is not None)
         elapsed = time.perf_counter() - running.started
@@ -824,6 +853,11 @@ def _reason(exc_string: str) -> str:
 def _review_count(job: Job) -> int:
     """How many reviews a job carries, without trusting it (0 when it does not decode)."""
     return len(_job_reviews(job))
+
+
+def _gathered_reviews(job: Job) -> int:
+    """What a job counts toward the gathering limit: its reviews, and at least one."""
+    return max(1, _review_count(job))
 
 
 def _review_ids(job: Job) -> list[tuple[int, object]]:

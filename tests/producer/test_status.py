@@ -180,3 +180,37 @@ def run_status(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[s
         timeout=60,
         check=False,
     )
+
+
+def test_a_worker_record_counts_every_review_recorded_from_two_threads(
+    settings: Settings, redis_client: Redis
+) -> None:
+    # With overlapping batches the main thread records answers while the heartbeat thread renews
+    # the record: no count may be lost and no window change may break a write.
+    import threading
+
+    info = WorkerInfo(name="w-race", host="box", pid=1, model="m", device="cpu", precision="fp32", engine="t")
+    publisher = WorkerInfoPublisher(redis_client, settings.queue.key_prefix, info, ttl_s=30)
+    errors: list[BaseException] = []
+
+    def record(step: float) -> None:
+        try:
+            for n in range(8_000):
+                # A new second every few calls, so the window adds and prunes while the other writes.
+                publisher.record(1, at=1_000_000 + n * step, flush=n % 2_000 == 0)
+        except BaseException as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=record, args=(step,)) for step in (0.25, 0.5)]
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # the threads switch as often as they can
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert errors == []
+    assert info.reviews_total == 2 * 8_000
+    publisher.remove()

@@ -430,3 +430,30 @@ def test_a_warm_shutdown_finishes_the_overlapping_batches_and_takes_no_more(
     assert intermediate_job_ids(queue) == []
     stored = worker.classifier.store.fetch([f"s{n}-{i}" for n in range(5) for i in range(2)])
     assert sorted(stored) == [f"s{n}-{i}" for n in range(2) for i in range(2)]
+
+
+def test_jobs_without_reviews_count_toward_the_gathering_limit(
+    other_worker: SentiqWorker, queue: Queue
+) -> None:
+    # Without a clock, jobs that add no reviews (refused later) must not make a gathering take the
+    # whole queue while the jobs already gathered wait to start.
+    worker = _gathering_at_most(other_worker, 4 * other_worker.classifier.model.info.max_length)
+    for n in range(100):
+        queue.enqueue(CLASSIFY_TASK, {"v": 1, "reviews": []}, job_id=f"empty-{n}")
+    gathered = worker._gather_more([])
+    assert 4 <= len(gathered) <= 8
+    assert len(queue.get_job_ids()) >= 92
+
+
+def test_waiting_for_the_next_batch_does_not_hold_back_the_finished_one(
+    other_worker: SentiqWorker, queue: Queue, caplog: pytest.LogCaptureFixture
+) -> None:
+    worker = _with_settings(_overlapping(other_worker, 4), max_wait_ms=1000)
+    for n in range(3):
+        queue.enqueue(CLASSIFY_TASK, payload(f"w{n}", 2))
+    batch_lines = _work_logging_batches(worker, caplog)
+    # The first batch (two jobs) is published once its passes end; the gathering of the third job,
+    # which waits for company, stops waiting then. Before, it waited its full second first.
+    assert [line.split()[1] for line in batch_lines] == ["jobs=2", "jobs=1"]
+    first_ms = float(batch_lines[0].rsplit("ms=", 1)[1])
+    assert first_ms < 900, batch_lines[0]
