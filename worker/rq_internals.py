@@ -24,6 +24,7 @@ import logging
 import time
 import zlib
 from collections.abc import Mapping, Sequence
+from contextvars import ContextVar
 from typing import Any, NamedTuple, cast
 
 from redis import Redis
@@ -268,6 +269,35 @@ class SentiqQueue(Queue):
     def intermediate_queue(self) -> IntermediateQueue:
         """RQ's intermediate list of this queue, with a clean-up that does nothing."""
         return _SweptIntermediateQueue(self.key, connection=self.connection)
+
+    @classmethod
+    def dequeue_any(cls, *args: Any, **kwargs: Any) -> tuple[Job, Queue] | None:
+        """RQ's dequeue (what its worker calls through ``queue_class``), remembering what it took.
+
+        RQ's worker makes several Redis calls after the dequeue before the job runs (logging the job,
+        its heartbeat), while it is idle: a stop signal there raises in the middle of them, and the
+        job it took, in no registry yet, waited a heartbeat TTL for the sweep. :func:`last_dequeued`
+        names it, so the stop can put it back at once.
+        """
+        _LAST_DEQUEUED.set(None)
+        result = super().dequeue_any(*args, **kwargs)
+        if result is not None:
+            _LAST_DEQUEUED.set((result[0].id, result[1]))
+        return result
+
+
+#: What SentiqQueue.dequeue_any took last in this thread (context), until the next dequeue.
+_LAST_DEQUEUED: ContextVar[tuple[str, Queue] | None] = ContextVar("sentiq_last_dequeued", default=None)
+
+
+def last_dequeued() -> tuple[str, Queue] | None:
+    """The id and queue of the job the last :meth:`SentiqQueue.dequeue_any` of this thread took."""
+    return _LAST_DEQUEUED.get()
+
+
+def forget_dequeued() -> None:
+    """Forget the last dequeued job (it started, or was put back)."""
+    _LAST_DEQUEUED.set(None)
 
 
 def safe_queue(queue: Queue) -> Queue:

@@ -59,6 +59,7 @@ from worker.rq_internals import (
     TRANSIENT_REDIS_ERRORS,
     FinishedJob,
     SentiqJob,
+    SentiqQueue,
     StartingJob,
     dequeue_jobs,
     dequeued_job_error,
@@ -66,9 +67,11 @@ from worker.rq_internals import (
     fill_missing_fields,
     finalize_failure,
     finish_jobs,
+    forget_dequeued,
     hold_in_intermediate,
     intermediate_job_ids,
     job_key,
+    last_dequeued,
     put_back_at_front,
     raw_job_arguments,
     record_unreadable,
@@ -162,6 +165,8 @@ class SentiqWorker(SimpleWorker):
     """An RQ worker that runs only sentiq's classify task, in batches, on a preloaded model."""
 
     job_class = SentiqJob
+    # RQ dequeues through it (queue_class.dequeue_any): it remembers the job a stop may interrupt.
+    queue_class = SentiqQueue
     # RQ's own dequeue loop backs off this far at most while Redis is away.
     max_connection_wait_time = REDIS_BACKOFF_CAP_S
 
@@ -362,59 +367,54 @@ class SentiqWorker(SimpleWorker):
     def dequeue_job_and_maintain_ttl(
         self, timeout: int | None, max_idle_time: int | None = None
     ) -> tuple[Job, Queue] | None:
-        """RQ's dequeue, except that a job that cannot be read fails alone and the worker goes on.
+        """RQ's dequeue, except that a job that cannot be read fails alone and the worker goes on,
+        and that a stop signal before the job starts puts it back at the front of its queue.
 
         RQ would let the error end the worker's loop; one corrupt record must not stop a worker.
+        The worker is busy from the moment the job is taken (after a popped one is held, see
+        :meth:`_hold_if_popped`), so a stop signal after that lets its batch run.
         """
         while True:
+            forget_dequeued()
             try:
                 dequeued = super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
+                if dequeued is not None:
+                    self._hold_if_popped(*dequeued)
+                    self.set_state(WorkerStatus.BUSY)
+                return dequeued
             except StopRequested as stop:
-                # How RQ's signal handler ends an idle worker's wait (SIGTERM); raised while the
-                # job just dequeued was read, that job goes back first if RQ popped it.
-                self._put_back_popped(stop)
+                # How RQ's signal handler ends an idle worker's wait (SIGTERM): raised while the
+                # job just dequeued was read, or in RQ's steps after the dequeue, that job goes back.
+                self._put_back_dequeued(stop)
                 raise
             except TRANSIENT_REDIS_ERRORS:
                 raise
             except Exception as error:
                 self._handle_dequeue_error(error)
-                continue
-            if dequeued is not None:
-                self._hold_if_popped(*dequeued)
-            return dequeued
 
     def _hold_if_popped(self, job: Job, queue: Queue) -> None:
         """Keep a job RQ popped in its queue's intermediate list until it starts (see
-        :func:`hold_in_intermediate`); a stop that interrupts this puts it back in its queue."""
-        try:
-            if rq_dequeue_moves(self.queues, self.connection):
-                return
+        :func:`hold_in_intermediate`)."""
+        if not rq_dequeue_moves(self.queues, self.connection):
             self._until_redis_answers(
                 "hold a dequeued job", functools.partial(hold_in_intermediate, queue, job.id)
             )
-        except StopRequested:
-            self._until_redis_answers(
-                "put back a dequeued job", functools.partial(put_back_at_front, queue, job.id)
-            )
-            log.warning(
-                "job %s: the worker stopped while taking it; back at the front of %s", job.id, queue.name
-            )
-            raise
 
-    def _put_back_popped(self, stop: StopRequested) -> None:
-        """Put the job whose read a stop interrupted back at the front of its queue, if RQ popped it.
+    def _put_back_dequeued(self, stop: StopRequested) -> None:
+        """Put the job whose dequeue a stop interrupted back at the front of its queue, if any.
 
-        With several queues (or before Redis 6.2) RQ pops the job it dequeues (LPOP) instead of
-        moving it into the queue's intermediate list, where the sweep would find it: left alone, it
-        would be in no list and no registry, never run and never answered.
+        RQ moved it into its queue's intermediate list (one queue), where it would wait a heartbeat
+        TTL for the sweep, or popped it (several queues), when it would be in no list at all:
+        never run and never answered.
         """
-        named = dequeued_job_error(stop)
-        if named is None or rq_dequeue_moves(self.queues, self.connection):
+        named = dequeued_job_error(stop) or last_dequeued()
+        forget_dequeued()
+        if named is None:
             return
         job_id, queue = named
         self._until_redis_answers("put back a dequeued job", lambda: put_back_at_front(queue, job_id))
         log.warning(
-            "job %s: the worker stopped while reading it; back at the front of %s", job_id, queue.name
+            "job %s: the worker stopped before starting it; back at the front of %s", job_id, queue.name
         )
 
     def _handle_dequeue_error(self, error: Exception) -> None:

@@ -484,3 +484,48 @@ def test_a_stop_signal_while_a_job_is_read_stops_the_worker_and_refuses_nothing(
         jobs,
         [f"{prefix}-{n}" for prefix in ("first", "second") for n in range(2)],
     )
+
+
+def test_a_stop_signal_after_the_dequeue_puts_the_job_back_at_the_front_at_once(  # noqa: PLR0917
+    worker: SentiqWorker,
+    other_worker: SentiqWorker,
+    queue: Queue,
+    store: ResultStore,
+    redis_client: Redis,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # After its dequeue RQ logs the job and writes the worker's heartbeat, the worker still idle: a
+    # SIGTERM there raised in the heartbeat and left the job in the intermediate list, where it
+    # waited a heartbeat TTL for a sweep (seen as 4 missing results in tests/e2e/test_e2e.py's
+    # SIGTERM test, whose burst worker ends before any sweep).
+    jobs = [enqueue(queue, "first"), enqueue(queue, "second")]
+    real_heartbeat = SentiqWorker.heartbeat
+    signalled: list[str] = []
+
+    def heartbeat_under_a_signal(self: SentiqWorker, *args: Any, **kwargs: Any) -> None:
+        if not signalled and queue.get_job_ids() == [jobs[1].id]:  # the first job was just taken
+            signalled.append("heartbeat")
+            self.request_stop(signal.SIGTERM, None)  # type: ignore[no-untyped-call]  # what the signal runs
+        real_heartbeat(self, *args, **kwargs)
+
+    handlers = {number: signal.getsignal(number) for number in (signal.SIGTERM, signal.SIGINT)}
+    monkeypatch.setattr(SentiqWorker, "heartbeat", heartbeat_under_a_signal)
+    try:
+        worker.work(burst=True)
+    finally:
+        for number, handler in handlers.items():
+            signal.signal(number, handler)
+        monkeypatch.undo()
+    assert signalled == ["heartbeat"]
+    # Nothing answered or run; the first job is back at the front at once, not in the intermediate list.
+    assert streamed_ids(redis_client, store) == []
+    assert intermediate_job_ids(queue) == []
+    assert queue.get_job_ids() == [job.id for job in jobs]
+    other_worker.work(burst=True)
+    assert_settled(
+        redis_client,
+        queue,
+        store,
+        jobs,
+        [f"{prefix}-{n}" for prefix in ("first", "second") for n in range(2)],
+    )

@@ -74,6 +74,13 @@ def test_private_methods_the_worker_calls() -> None:
         "execution",
     ]
     assert hasattr(BaseWorker, "max_connection_wait_time")
+    # SentiqQueue.dequeue_any remembers what RQ's dequeue took, so a stop right after can put it back;
+    # the worker turns busy (set_state assigns the state before its Redis write) before any stop
+    # could strand the job.
+    dequeue = inspect.getsource(BaseWorker.dequeue_job_and_maintain_ttl)
+    assert "self.queue_class.dequeue_any(" in dequeue
+    set_state = inspect.getsource(BaseWorker.set_state)
+    assert set_state.index("self._state = state") < set_state.index("connection.hset(")
     # stop_requested reads the flag RQ's warm shutdown sets on a busy worker.
     assert "self._stop_requested = True" in inspect.getsource(BaseWorker._shutdown)
     assert "self._stop_requested: bool = False" in inspect.getsource(BaseWorker.__init__)
