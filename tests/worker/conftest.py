@@ -3,6 +3,8 @@ store, and (for files that do not build their own) workers of that queue."""
 
 from __future__ import annotations
 
+import signal
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -57,3 +59,12 @@ def batching_worker(
     """``worker``, in one test run one batch at a time and in another with overlapping batches."""
     overlap = settings.worker.model_copy(update={"overlap_batches": request.param})
     return make_worker(queue, store, tiny_model, overlap, settings.queue)
+
+
+@pytest.fixture(autouse=True)
+def signal_handlers_kept() -> Iterator[None]:
+    """Put back the SIGTERM and SIGINT handlers that a worker's ``request_stop`` (and ``work``) swap."""
+    handlers = {number: signal.getsignal(number) for number in (signal.SIGTERM, signal.SIGINT)}
+    yield
+    for number, handler in handlers.items():
+        signal.signal(number, handler)

@@ -476,14 +476,16 @@ def test_a_stop_signal_while_a_job_is_read_stops_the_worker_and_refuses_nothing(
     assert intermediate_job_ids(queue) + queue.get_job_ids() == [job.id for job in jobs]
     # Another worker's sweep puts the first back once it has sat there a heartbeat TTL; it serves both.
     sweep_twice(other_worker, queue)
-    other_worker.work(burst=True)
-    assert_settled(
-        redis_client,
-        queue,
-        store,
-        jobs,
-        [f"{prefix}-{n}" for prefix in ("first", "second") for n in range(2)],
-    )
+    serve_first_and_second(other_worker, queue, store, jobs)
+
+
+def serve_first_and_second(
+    worker: SentiqWorker, queue: Queue, store: ResultStore, jobs: list[SentiqJob]
+) -> None:
+    """``worker`` serves the queue: the two-review jobs ``first`` and ``second`` are answered once each."""
+    worker.work(burst=True)
+    ids = [f"{prefix}-{n}" for prefix in ("first", "second") for n in range(2)]
+    assert_settled(queue.connection, queue, store, jobs, ids)
 
 
 def test_a_stop_signal_after_the_dequeue_puts_the_job_back_at_the_front_at_once(  # noqa: PLR0917
@@ -508,24 +510,12 @@ def test_a_stop_signal_after_the_dequeue_puts_the_job_back_at_the_front_at_once(
             self.request_stop(signal.SIGTERM, None)  # type: ignore[no-untyped-call]  # what the signal runs
         real_heartbeat(self, *args, **kwargs)
 
-    handlers = {number: signal.getsignal(number) for number in (signal.SIGTERM, signal.SIGINT)}
     monkeypatch.setattr(SentiqWorker, "heartbeat", heartbeat_under_a_signal)
-    try:
-        worker.work(burst=True)
-    finally:
-        for number, handler in handlers.items():
-            signal.signal(number, handler)
-        monkeypatch.undo()
+    worker.work(burst=True)
+    monkeypatch.undo()
     assert signalled == ["heartbeat"]
     # Nothing answered or run; the first job is back at the front at once, not in the intermediate list.
     assert streamed_ids(redis_client, store) == []
     assert intermediate_job_ids(queue) == []
     assert queue.get_job_ids() == [job.id for job in jobs]
-    other_worker.work(burst=True)
-    assert_settled(
-        redis_client,
-        queue,
-        store,
-        jobs,
-        [f"{prefix}-{n}" for prefix in ("first", "second") for n in range(2)],
-    )
+    serve_first_and_second(other_worker, queue, store, jobs)

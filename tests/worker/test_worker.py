@@ -325,14 +325,9 @@ def test_a_warm_shutdown_ends_the_wait_for_more_jobs(
     worker: SentiqWorker, queue: Queue, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     worker = _with_settings(worker, max_wait_ms=1000)
-    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     takes = _recording_takes(monkeypatch, before_take=lambda: worker.request_stop(signal.SIGTERM, None))
     queue.enqueue(CLASSIFY_TASK, payload("alone", 1))
-    try:
-        batch_lines = _work_logging_batches(worker, caplog)
-    finally:
-        for sig, handler in handlers.items():
-            signal.signal(sig, handler)
+    batch_lines = _work_logging_batches(worker, caplog)
     # The first take finds the queue dry and the stop ends the wait: no second take.
     assert takes == [1]
     assert batch_lines == [line for line in batch_lines if line.startswith("batch jobs=1 reviews=1 errors=0")]
@@ -413,17 +408,12 @@ def test_a_warm_shutdown_finishes_the_overlapping_batches_and_takes_no_more(
 ) -> None:
     worker = _overlapping(other_worker, 2)
     jobs = [queue.enqueue(CLASSIFY_TASK, payload(f"s{n}", 2)) for n in range(5)]
-    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     takes = _recording_takes(
         monkeypatch,
         # The stop lands while the second batch is gathered, the first in its passes.
         before_take=lambda: None if takes else worker.request_stop(signal.SIGTERM, None),
     )
-    try:
-        worker.work(burst=True)
-    finally:
-        for sig, handler in handlers.items():
-            signal.signal(sig, handler)
+    worker.work(burst=True)
     statuses = [job.get_status(refresh=True) for job in jobs]
     assert statuses == [JobStatus.FINISHED] * 2 + [JobStatus.QUEUED] * 3
     assert queue.get_job_ids() == [job.id for job in jobs[2:]]
