@@ -390,7 +390,19 @@ class SentiqWorker(SimpleWorker):
             except TRANSIENT_REDIS_ERRORS:
                 raise
             except Exception as error:
-                self._handle_dequeue_error(error)
+                # An unreadable job (the error names it), or a step after the dequeue that failed.
+                taken = dequeued_job_error(error)
+                try:
+                    if taken is None:
+                        # Readable, but a step after its dequeue failed: back at the front for the
+                        # next dequeue, not left in no list (popped) or for the sweep.
+                        self._put_back_dequeued(None)
+                    self._handle_dequeue_error(error)
+                except StopRequested as stop:
+                    # A stop while the job is refused (the worker idle) must not leave it half refused
+                    # in no list (popped) or in the intermediate list: the refusal is done again.
+                    self._put_back_dequeued(stop, taken)
+                    raise
 
     def _hold_if_popped(self, job: Job, queue: Queue) -> None:
         """Keep a job RQ popped in its queue's intermediate list until it starts (see
@@ -400,21 +412,25 @@ class SentiqWorker(SimpleWorker):
                 "hold a dequeued job", functools.partial(hold_in_intermediate, queue, job.id)
             )
 
-    def _put_back_dequeued(self, stop: StopRequested) -> None:
-        """Put the job whose dequeue a stop interrupted back at the front of its queue, if any.
+    def _put_back_dequeued(self, stop: StopRequested | None, taken: tuple[str, Queue] | None = None) -> None:
+        """Put the job whose dequeue a stop (or a failed step) interrupted back at the front of its
+        queue, if any (``taken``, else the one the stop's error or the last dequeue names).
 
         RQ moved it into its queue's intermediate list (one queue), where it would wait a heartbeat
         TTL for the sweep, or popped it (several queues), when it would be in no list at all:
         never run and never answered.
         """
-        named = dequeued_job_error(stop) or last_dequeued()
-        forget_dequeued()
+        named = taken or (dequeued_job_error(stop) if stop is not None else None) or last_dequeued()
         if named is None:
             return
         job_id, queue = named
         self._until_redis_answers("put back a dequeued job", lambda: put_back_at_front(queue, job_id))
+        # Forgotten once back: a stop before that puts it back again (a copy runs once), not never.
+        forget_dequeued()
         log.warning(
-            "job %s: the worker stopped before starting it; back at the front of %s", job_id, queue.name
+            "job %s: the worker stopped (or a step failed) before starting it; back at the front of %s",
+            job_id,
+            queue.name,
         )
 
     def _handle_dequeue_error(self, error: Exception) -> None:
