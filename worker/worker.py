@@ -866,14 +866,10 @@ def _reason(exc_string: str) -> str:
     return f"not classified: {lines[-1][:500]}" if lines else "not classified: the job failed"
 
 
-def _review_count(job: Job) -> int:
-    """How many reviews a job carries, without trusting it (0 when it does not decode)."""
-    return len(_job_reviews(job))
-
-
 def _gathered_reviews(job: Job) -> int:
-    """What a job counts toward the gathering limit: its reviews, and at least one."""
-    return max(1, _review_count(job))
+    """What a job counts toward the gathering limit: its reviews (without trusting it: none when
+    it does not decode), and at least one."""
+    return max(1, len(_job_reviews(job)))
 
 
 def _review_ids(job: Job) -> list[tuple[int, object]]:
