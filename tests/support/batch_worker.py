@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 from redis import Redis
 from rq import Queue, Retry
+from rq.job import Job
 from rq.registry import StartedJobRegistry
 from rq.serializers import JSONSerializer
 
@@ -75,8 +76,43 @@ def assert_settled(
     client: Redis, queue: Queue, store: ResultStore, jobs: list[SentiqJob], ids: list[str]
 ) -> None:
     """Answered once, every job finished, nothing left started, dequeued-but-not-started or queued."""
+    _assert_answered_and_finished(client, store, jobs, ids)
+    _assert_nothing_left(client, queue)
+
+
+def assert_settled_in(
+    client: Redis, queues: Sequence[Queue], store: ResultStore, jobs: list[SentiqJob], ids: list[str]
+) -> None:
+    """:func:`assert_settled` on several queues, and every job run once (one RQ result each)."""
+    _assert_answered_and_finished(client, store, jobs, ids)
+    assert one_result_each(client, jobs) == [1] * len(jobs)
+    for queue in queues:
+        _assert_nothing_left(client, queue)
+
+
+def settle_first_and_second(
+    worker: SentiqWorker, queues: Sequence[Queue], store: ResultStore, jobs: list[SentiqJob]
+) -> None:
+    """``worker`` serves the queues: the two-review jobs ``first`` and ``second`` are answered once each."""
+    worker.work(burst=True)
+    ids = [f"{prefix}-{n}" for prefix in ("first", "second") for n in range(2)]
+    assert_settled_in(worker.connection, queues, store, jobs, ids)
+
+
+def one_result_each(client: Redis, jobs: list[SentiqJob]) -> list[int]:
+    """How many results (runs) RQ recorded for each job."""
+    return [len(Job.fetch(job.id, connection=client, serializer=JSONSerializer).results()) for job in jobs]
+
+
+def _assert_answered_and_finished(
+    client: Redis, store: ResultStore, jobs: list[SentiqJob], ids: list[str]
+) -> None:
     assert_answered_once(client, store, ids)
     assert [client.hget(job.key, "status") for job in jobs] == [b"finished"] * len(jobs)
+
+
+def _assert_nothing_left(client: Redis, queue: Queue) -> None:
+    """Nothing of ``queue`` left started, dequeued-but-not-started or queued."""
     assert started_members(client, queue) == []
     assert client.llen(intermediate_queue_key(queue)) == 0
     assert client.llen(queue.key) == 0

@@ -43,7 +43,9 @@ from tests.support.batch_worker import (
     assert_settled,
     enqueue,
     make_worker,
+    one_result_each,
     serves_another_job,
+    settle_first_and_second,
     started_members,
     streamed_ids,
 )
@@ -58,7 +60,6 @@ from tests.worker.test_trust import (
 )
 from worker.model import SentimentModel
 from worker.rq_internals import (
-    SentiqJob,
     StartingJob,
     intermediate_job_ids,
     intermediate_queue_key,
@@ -147,10 +148,6 @@ def counting_classify(worker: SentiqWorker) -> list[str]:
 
     worker.classifier.classify = classify  # type: ignore[method-assign]
     return classified
-
-
-def one_result_each(client: Redis, jobs: list[SentiqJob]) -> list[int]:
-    return [len(Job.fetch(job.id, connection=client, serializer=JSONSerializer).results()) for job in jobs]
 
 
 @contextmanager
@@ -476,16 +473,7 @@ def test_a_stop_signal_while_a_job_is_read_stops_the_worker_and_refuses_nothing(
     assert intermediate_job_ids(queue) + queue.get_job_ids() == [job.id for job in jobs]
     # Another worker's sweep puts the first back once it has sat there a heartbeat TTL; it serves both.
     sweep_twice(other_worker, queue)
-    serve_first_and_second(other_worker, queue, store, jobs)
-
-
-def serve_first_and_second(
-    worker: SentiqWorker, queue: Queue, store: ResultStore, jobs: list[SentiqJob]
-) -> None:
-    """``worker`` serves the queue: the two-review jobs ``first`` and ``second`` are answered once each."""
-    worker.work(burst=True)
-    ids = [f"{prefix}-{n}" for prefix in ("first", "second") for n in range(2)]
-    assert_settled(queue.connection, queue, store, jobs, ids)
+    settle_first_and_second(other_worker, [queue], store, jobs)
 
 
 def test_a_stop_signal_after_the_dequeue_puts_the_job_back_at_the_front_at_once(  # noqa: PLR0917
@@ -518,4 +506,4 @@ def test_a_stop_signal_after_the_dequeue_puts_the_job_back_at_the_front_at_once(
     assert streamed_ids(redis_client, store) == []
     assert intermediate_job_ids(queue) == []
     assert queue.get_job_ids() == [job.id for job in jobs]
-    serve_first_and_second(other_worker, queue, store, jobs)
+    settle_first_and_second(other_worker, [queue], store, jobs)

@@ -22,20 +22,18 @@ from sentiq.result_store import ResultStore
 from sentiq.settings import Settings
 from stack.namespace import delete_namespace
 from tests.support.batch_worker import (
-    assert_answered_once,
+    assert_settled_in,
     enqueue,
     make_worker,
-    started_members,
     streamed_ids,
 )
 from tests.worker.test_dequeue_adversarial import (
     counting_classify,
-    one_result_each,
     stop_signal_at_first_read,
     sweep_twice,
 )
 from worker.model import SentimentModel
-from worker.rq_internals import SentiqJob, dequeue_jobs, intermediate_job_ids
+from worker.rq_internals import dequeue_jobs, intermediate_job_ids
 from worker.worker import SentiqWorker
 
 
@@ -53,18 +51,6 @@ def both(
 ) -> SentiqWorker:
     """A worker of the test's queue first, then ``low``."""
     return make_worker(queue, store, tiny_model, settings.worker, settings.queue, more_queues=[low])
-
-
-def assert_settled_in(
-    client: Redis, queues: list[Queue], store: ResultStore, jobs: list[SentiqJob], ids: list[str]
-) -> None:
-    """Answered once, every job finished, and nothing left started, in an intermediate list or queued."""
-    assert_answered_once(client, store, ids)
-    assert [client.hget(job.key, "status") for job in jobs] == [b"finished"] * len(jobs)
-    assert one_result_each(client, jobs) == [1] * len(jobs)
-    for queue in queues:
-        assert started_members(client, queue) == []
-        assert intermediate_job_ids(queue) == [] and queue.get_job_ids() == []
 
 
 # -- one job id in two queues --------------------------------------------------------------------

@@ -27,6 +27,7 @@ from sentiq.settings import Settings
 from tests.support.batch_worker import (
     assert_answered_once,
     assert_settled,
+    assert_settled_in,
     enqueue,
     make_worker,
     streamed_ids,
@@ -38,7 +39,7 @@ from tests.worker.test_dequeue_adversarial import (
     outage_worker,
     sweep_twice,
 )
-from tests.worker.test_dequeue_several_queues import assert_settled_in, both, low  # noqa: F401 (fixtures)
+from tests.worker.test_dequeue_several_queues import both, low  # noqa: F401 (fixtures)
 from tests.worker.test_worker import _with_settings as with_settings
 from worker.model import SentimentModel
 from worker.rq_internals import intermediate_job_ids

@@ -23,15 +23,14 @@ from sentiq.result_store import ResultStore
 from sentiq.settings import Settings
 from tests.support.batch_worker import (
     assert_answered_once,
+    assert_settled_in,
     enqueue,
     make_worker,
+    settle_first_and_second,
     started_members,
     streamed_ids,
 )
-from tests.worker.test_dequeue_several_queues import (
-    assert_settled_in,
-    low,  # noqa: F401 (a fixture)
-)
+from tests.worker.test_dequeue_several_queues import low  # noqa: F401 (a fixture)
 from tests.worker.test_trust import write_raw_job
 from worker import worker as worker_module
 from worker.model import SentimentModel
@@ -131,9 +130,7 @@ def test_a_stop_at_each_step_after_the_dequeue_puts_the_job_back_at_once(  # noq
     for each in queues:
         assert intermediate_job_ids(each) == []
     assert queues[0].get_job_ids() == [job.id for job in jobs]
-    serving.work(burst=True)
-    ids = [f"{prefix}-{n}" for prefix in ("first", "second") for n in range(2)]
-    assert_settled_in(redis_client, queues, store, jobs, ids)
+    settle_first_and_second(serving, queues, store, jobs)
 
 
 def test_a_stop_once_the_worker_is_busy_lets_the_batch_run(  # noqa: PLR0917
@@ -159,9 +156,7 @@ def test_a_stop_once_the_worker_is_busy_lets_the_batch_run(  # noqa: PLR0917
     stopped.work(burst=True)
     monkeypatch.undo()
     assert signalled == ["set_state"]
-    serving.work(burst=True)
-    ids = [f"{prefix}-{n}" for prefix in ("first", "second") for n in range(2)]
-    assert_settled_in(redis_client, queues, store, jobs, ids)
+    settle_first_and_second(serving, queues, store, jobs)
 
 
 def test_a_stop_while_an_unreadable_first_job_is_refused_loses_nothing(  # noqa: PLR0917
