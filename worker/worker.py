@@ -385,7 +385,7 @@ class SentiqWorker(SimpleWorker):
             except StopRequested as stop:
                 # How RQ's signal handler ends an idle worker's wait (SIGTERM): raised while the
                 # job just dequeued was read, or in RQ's steps after the dequeue, that job goes back.
-                self._put_back_dequeued(stop)
+                self._put_back_dequeued(dequeued_job_error(stop))
                 raise
             except TRANSIENT_REDIS_ERRORS:
                 raise
@@ -401,7 +401,7 @@ class SentiqWorker(SimpleWorker):
                 except StopRequested as stop:
                     # A stop while the job is refused (the worker idle) must not leave it half refused
                     # in no list (popped) or in the intermediate list: the refusal is done again.
-                    self._put_back_dequeued(stop, taken)
+                    self._put_back_dequeued(taken or dequeued_job_error(stop))
                     raise
 
     def _hold_if_popped(self, job: Job, queue: Queue) -> None:
@@ -412,15 +412,15 @@ class SentiqWorker(SimpleWorker):
                 "hold a dequeued job", functools.partial(hold_in_intermediate, queue, job.id)
             )
 
-    def _put_back_dequeued(self, stop: StopRequested | None, taken: tuple[str, Queue] | None = None) -> None:
+    def _put_back_dequeued(self, taken: tuple[str, Queue] | None) -> None:
         """Put the job whose dequeue a stop (or a failed step) interrupted back at the front of its
-        queue, if any (``taken``, else the one the stop's error or the last dequeue names).
+        queue, if any (``taken``, the id and queue an error named, else the last dequeue's job).
 
         RQ moved it into its queue's intermediate list (one queue), where it would wait a heartbeat
         TTL for the sweep, or popped it (several queues), when it would be in no list at all:
         never run and never answered.
         """
-        named = taken or (dequeued_job_error(stop) if stop is not None else None) or last_dequeued()
+        named = taken or last_dequeued()
         if named is None:
             return
         job_id, queue = named
