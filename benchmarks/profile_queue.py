@@ -43,7 +43,7 @@ WORKER_STEPS: tuple[tuple[str, str, str], ...] = (
     ("  of which payload decode (JobPayload, pydantic)", "sentiq/contract.py", "decode"),
     ("start the batch's jobs: RQ bookkeeping, one round trip", "worker/rq_internals.py", "start_jobs"),
     ("classify (everything between start and publish)", "worker/processing.py", "classify"),
-    ("  tokenization: clean + one batched tokenizer call + truncate", "worker/model.py", "encode_all"),
+    ("  encoding: clean ends, look words up (tokenize new ones), cut", "worker/encoding.py", "encode_arrays"),
     ("  padding the passes (SentimentModel.pad)", "worker/model.py", "pad"),
     ("  forward pass", "torch/nn/modules/module.py", "_wrapped_call_impl"),
     ("publish results (SET + XADD, publish_once)", "sentiq/result_store.py", "publish_once"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from array import array
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -25,7 +26,7 @@ from sentiq.model_folder import (
     read_model_info,
 )
 from worker.device import ServedPrecision
-from worker.encoding import ReviewEncoder
+from worker.encoding import ID_TYPECODE, ReviewEncoder
 
 if TYPE_CHECKING:
     from worker.int8 import OnnxClassifier
@@ -243,18 +244,18 @@ class SentimentModel:
         stats.milliseconds = (time.perf_counter() - started) * 1000
         return [result for result in results if result is not None], stats
 
-    def _encoded_chunks(self, texts: Sequence[str]) -> Iterator[tuple[int, list[list[int]]]]:
+    def _encoded_chunks(self, texts: Sequence[str]) -> Iterator[tuple[int, list[array[int]]]]:
         """(offset, token ids) of consecutive chunks of ``texts``; tokenized ahead on a thread if set."""
         chunk = max(1, 2 * self.max_batch_tokens // self.info.max_length)
         if not self.overlap_tokenization or len(texts) <= chunk:
-            yield 0, self.encode_all(texts)
+            yield 0, self.encoder.encode_arrays(texts)
             return
         # One thread, so chunks are tokenized in order, each while earlier ones run on the device;
         # the Rust tokenizer releases the GIL (and uses every core) while it works.
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sentiq-tokenize")
         try:
             futures = [
-                (start, pool.submit(self.encode_all, texts[start : start + chunk]))
+                (start, pool.submit(self.encoder.encode_arrays, texts[start : start + chunk]))
                 for start in range(0, len(texts), chunk)
             ]
             for start, future in futures:
@@ -262,17 +263,20 @@ class SentimentModel:
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
 
-    def pad(self, rows: Sequence[list[int]]) -> dict[str, torch.Tensor]:
+    def pad(self, rows: Sequence[Sequence[int]]) -> dict[str, torch.Tensor]:
         """``input_ids`` and ``attention_mask`` of one pass, padded as ``tokenizer.pad`` pads them.
 
         Built directly: the tokenizer's own padding works row by row in Python (12 us a review,
         a tenth of the queue path with a near-zero model), and so did building the padded lists
         here (77 us a review at 300 tokens, a third of the CPU work per review on a GPU). The rows
-        are read into one flat array and scattered into place through the mask instead.
+        are read into one flat array and scattered into place through the mask instead; rows from
+        :meth:`ReviewEncoder.encode_arrays` are read as one block of C ints, without a Python int
+        per token.
         """
         pad_id = self.tokenizer.pad_token_id
         if pad_id is None:
-            return dict(self.tokenizer.pad({"input_ids": list(rows)}, padding=True, return_tensors="pt"))
+            lists = [list(row) for row in rows]
+            return dict(self.tokenizer.pad({"input_ids": lists}, padding=True, return_tensors="pt"))
         lengths = np.fromiter(map(len, rows), dtype=np.int64, count=len(rows))
         width = int(lengths.max())
         columns = np.arange(width)
@@ -282,7 +286,10 @@ class SentimentModel:
             mask = columns < lengths[:, None]
         ids = np.full((len(rows), width), pad_id, dtype=np.int64)
         # The mask's True cells, read row by row, are exactly the rows' tokens in order.
-        ids[mask] = np.fromiter(chain.from_iterable(rows), dtype=np.int64, count=int(lengths.sum()))
+        if all(isinstance(row, array) and row.typecode == ID_TYPECODE for row in rows):
+            ids[mask] = np.frombuffer(b"".join(cast("Sequence[array[int]]", rows)), dtype=np.intc)
+        else:
+            ids[mask] = np.fromiter(chain.from_iterable(rows), dtype=np.int64, count=int(lengths.sum()))
         return {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(mask.astype(np.int64))}
 
     def use_all_threads(self) -> None:

@@ -227,8 +227,8 @@ def test_queue_profile_ranks_the_worker_and_client_steps(tmp_path: Path, redis_u
     )
     profile = json.loads((tmp_path / "profile.json").read_text())
     worker_steps = {row["step"]: row for row in profile["worker"]["steps"]}
-    # The profile starts after the warm-up: one batched tokenizer call per classify call, no more.
-    tokenization = worker_steps["  tokenization: clean + one batched tokenizer call + truncate"]
+    # The profile starts after the warm-up: one encoding call per classify call, no more.
+    tokenization = worker_steps["  encoding: clean ends, look words up (tokenize new ones), cut"]
     classify = worker_steps["classify (everything between start and publish)"]
     assert 1 <= tokenization["calls"] <= classify["calls"]
     assert 0 < tokenization["ms_per_review"] <= classify["ms_per_review"]

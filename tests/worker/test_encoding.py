@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gzip
+import pickle
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +16,7 @@ from hypothesis import strategies as st
 from tokenizers import AddedToken, Tokenizer
 
 from sentiq.text import clean_review, frame_token_ids, special_token_frame
+from worker import encoding
 from worker.encoding import (
     CHARS_PER_TOKEN,
     MAX_ADDED_TOKENS_FOR_SHORTCUT,
@@ -178,25 +181,27 @@ def test_real_reviews_encode_exactly_as_whole_reviews(
     ]
 
 
-def test_only_the_ends_of_a_long_review_are_tokenized(tiny_tokenizer: Any, imdb_reviews: list[str]) -> None:
+def test_only_the_ends_of_a_long_review_are_tokenized(
+    tiny_tokenizer: Any, imdb_reviews: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     seen: list[int] = []
+    real_words, real_texts = encoding._ids_by_word, ReviewEncoder._tokenize
 
-    class Recording:
-        """The encoder's Rust tokenizer, noting the length of every text it is given."""
+    def words(backend: Any, words: list[str]) -> list[bytes]:
+        seen.extend(len(word) + 1 for word in words)
+        return real_words(backend, words)
 
-        def __init__(self, inner: Any) -> None:
-            self.inner = inner
+    def texts(self: ReviewEncoder, texts: list[str]) -> list[list[int]]:
+        seen.extend(map(len, texts))
+        return real_texts(self, texts)
 
-        def encode_batch_fast(self, texts: Any, **kwargs: Any) -> Any:
-            seen.extend(len(text) for text in texts)
-            return self.inner.encode_batch_fast(texts, **kwargs)
-
+    monkeypatch.setattr(encoding, "_ids_by_word", words)
+    monkeypatch.setattr(ReviewEncoder, "_tokenize", texts)
     encoder = ReviewEncoder(tiny_tokenizer, 32, "head_tail")
-    encoder._backend = Recording(encoder._backend)  # type: ignore[assignment]
     longest = max(imdb_reviews, key=len)
     encoder.encode([longest])
     assert len(longest) > 4_000
-    assert sum(seen) <= 32 * CHARS_PER_TOKEN * 2
+    assert 0 < sum(seen) <= 32 * CHARS_PER_TOKEN * 2
 
 
 def test_truncation_or_padding_set_on_the_tokenizer_changes_nothing(
@@ -370,3 +375,142 @@ def test_tokenizers_that_do_not_split_at_spaces_tokenize_whole_reviews(tiny_toke
     finally:
         backend.pre_tokenizer = original
     assert cuts_at_spaces_safely(tiny_tokenizer)
+
+
+@pytest.fixture(scope="module")
+def shared_encoders(minilm_tokenizer: Any) -> dict[tuple[int, str], ReviewEncoder]:
+    """One encoder per max length and truncation for a whole hypothesis run: the words it remembers
+    from earlier examples are looked up in later ones."""
+    return {
+        (max_length, truncation): ReviewEncoder(minilm_tokenizer, max_length, truncation)
+        for max_length in (8, 40)
+        for truncation in ("head", "head_tail")
+    }
+
+
+@hypothesis_settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    texts=st.lists(st.one_of(_TEXTS, _LONG_TEXTS), min_size=1, max_size=6),
+    max_length=st.sampled_from([8, 40]),
+    truncation=st.sampled_from(["head", "head_tail"]),
+)
+def test_remembered_words_give_the_whole_reviews_ids(
+    minilm_tokenizer: Any,
+    shared_encoders: dict[tuple[int, str], ReviewEncoder],
+    texts: list[str],
+    max_length: int,
+    truncation: str,
+) -> None:
+    encoder = shared_encoders[(max_length, truncation)]
+    assert encoder.encode(texts) == [
+        reference_ids(minilm_tokenizer, t, max_length, truncation) for t in texts
+    ]
+
+
+def test_words_are_remembered_and_looked_up(tiny_tokenizer: Any, imdb_reviews: list[str]) -> None:
+    encoder = ReviewEncoder(tiny_tokenizer, 64, "head_tail")
+    first = encoder.encode(imdb_reviews[:50])
+    assert "the" in encoder._word_ids
+    tokenized: list[int] = []
+    real = encoding._ids_by_word
+
+    def recording(backend: Any, words: list[str]) -> list[bytes]:
+        tokenized.extend(map(len, words))
+        return real(backend, words)
+
+    encoding._ids_by_word = recording  # type: ignore[assignment]
+    try:
+        again = encoder.encode(imdb_reviews[:50])
+    finally:
+        encoding._ids_by_word = real  # type: ignore[assignment]
+    # Every word of the same reviews is known now: nothing goes to the tokenizer.
+    assert again == first and tokenized == []
+
+
+def test_a_full_word_cache_starts_again_and_stays_exact(
+    tiny_tokenizer: Any, imdb_reviews: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(encoding, "MAX_CACHED_WORDS", 300)
+    whole: list[str] = []
+    real = ReviewEncoder._tokenize
+
+    def tokenize(self: ReviewEncoder, texts: list[str]) -> list[list[int]]:
+        whole.extend(texts)
+        return real(self, texts)
+
+    # Only a text holding a word too long to remember is tokenized whole, full cache or not.
+    monkeypatch.setattr(ReviewEncoder, "_tokenize", tokenize)
+    encoder = ReviewEncoder(tiny_tokenizer, 64, "head_tail")
+    started_again = 0
+    for start in range(0, 120, 4):
+        batch = imdb_reviews[start : start + 4]
+        before = encoder._word_ids
+        assert encoder.encode(batch) == [reference_ids(tiny_tokenizer, t, 64, "head_tail") for t in batch]
+        started_again += encoder._word_ids is not before
+        # Past the limit only by the words of the call that found it full.
+        assert len(encoder._word_ids) <= 300 + sum(len(clean_review(t).split()) for t in batch)
+    assert started_again > 3
+    assert all(max(map(len, text.split())) > encoding.MAX_CACHED_WORD_CHARS for text in whole)
+
+
+def test_words_too_long_to_remember_are_tokenized_with_their_review(tiny_tokenizer: Any) -> None:
+    long = "supercalifragilistic" * 4
+    assert len(long) > encoding.MAX_CACHED_WORD_CHARS
+    encoder = ReviewEncoder(tiny_tokenizer, 32, "head")
+    texts = [f"good {long} film", long, "plain words", f"{long}!"]
+    for _ in range(2):
+        assert encoder.encode(texts) == [reference_ids(tiny_tokenizer, t, 32, "head") for t in texts]
+    assert "good" in encoder._word_ids and "words" in encoder._word_ids
+    assert not any(len(word) > encoding.MAX_CACHED_WORD_CHARS for word in encoder._word_ids)
+
+
+def test_a_copy_of_an_encoder_starts_without_the_words(tiny_tokenizer: Any, imdb_reviews: list[str]) -> None:
+    encoder = ReviewEncoder(tiny_tokenizer, 64, "head_tail")
+    ids = encoder.encode(imdb_reviews[:20])
+    assert encoder._word_ids
+    copy = pickle.loads(pickle.dumps(encoder))
+    assert copy._word_ids == {}
+    assert copy.encode(imdb_reviews[:20]) == ids
+
+
+def test_threads_sharing_an_encoder_get_exact_ids(
+    tiny_tokenizer: Any, imdb_reviews: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A small limit, so that the dictionary is replaced while other threads look words up.
+    monkeypatch.setattr(encoding, "MAX_CACHED_WORDS", 200)
+    encoder = ReviewEncoder(tiny_tokenizer, 64, "head_tail")
+    batches = [imdb_reviews[start : start + 3] for start in range(0, 90, 3)]
+    expected = [[reference_ids(tiny_tokenizer, t, 64, "head_tail") for t in batch] for batch in batches]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        for _ in range(3):
+            assert list(pool.map(encoder.encode, batches)) == expected
+
+
+def test_added_tokens_that_take_spaces_along_stay_with_their_word() -> None:
+    from transformers import AutoTokenizer
+
+    from training.base_model import bundled_model_path
+
+    extended = AutoTokenizer.from_pretrained(str(bundled_model_path()))
+    extended.add_tokens(
+        [
+            AddedToken("<movie>", lstrip=True, rstrip=True),
+            AddedToken("zzq", single_word=True),
+            AddedToken("qqz", lstrip=True),
+        ]
+    )
+    encoder = ReviewEncoder(extended, 32, "head")
+    assert encoder.cuts_ends
+    texts = [
+        "a <movie> b",
+        "<movie> first and last <movie>",
+        "x<movie>y and <movie><movie>",
+        "zzq zzqzzq azzq zzq.",
+        "one qqz two qqzqqz",
+    ]
+    encoded = encoder.encode(texts)
+    assert encoded == [reference_ids(extended, t, 32, "head") for t in texts]
+    assert encoder._word_ids  # the words went through the remembered path
+    assert extended.convert_tokens_to_ids("<movie>") in encoded[0]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+from array import array
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ from transformers import AutoTokenizer
 
 from sentiq.errors import ModelLoadError
 from sentiq.model_folder import read_model_info
+from worker.encoding import ID_TYPECODE
 from worker.model import SentimentModel
 
 TRAINED_METRICS = {"model_id": "tiny@test", "max_length": 128, "truncation": "head"}
@@ -241,14 +243,14 @@ def test_a_tokenizer_failure_in_a_later_chunk_reaches_the_caller(
 ) -> None:
     model = SentimentModel.load(tiny_model_dir, max_batch_size=4, max_batch_tokens=4 * 16)
     model.overlap_tokenization = True
-    real = model.encoder.encode
+    real = model.encoder.encode_arrays
 
-    def failing(texts: list[str]) -> list[list[int]]:
+    def failing(texts: list[str]) -> list[array[int]]:
         if any("poison" in text for text in texts):
             raise ValueError("cannot tokenize poison")
         return real(texts)
 
-    monkeypatch.setattr(model.encoder, "encode", failing)
+    monkeypatch.setattr(model.encoder, "encode_arrays", failing)
     texts = ["fine review"] * 30 + ["poison"]
     with pytest.raises(ValueError, match="cannot tokenize poison"):
         model.predict(texts)
@@ -266,6 +268,16 @@ def assert_pads_like_the_tokenizer(model: SentimentModel, rows: list[list[int]],
     for name in ("input_ids", "attention_mask"):
         assert ours[name].dtype == theirs[name].dtype
         assert ours[name].tolist() == theirs[name].tolist()
+    if all(0 <= token < 2**31 for row in rows for token in row):
+        # The encoder's C int rows (what predict pads) are read as one block: the same tensors.
+        model.tokenizer.padding_side = side
+        try:
+            from_arrays = model.pad([array(ID_TYPECODE, row) for row in rows])
+        finally:
+            model.tokenizer.padding_side = "right"
+        for name in ("input_ids", "attention_mask"):
+            assert from_arrays[name].dtype == theirs[name].dtype
+            assert from_arrays[name].tolist() == theirs[name].tolist()
 
 
 @pytest.mark.parametrize("side", ["right", "left"])
@@ -278,8 +290,13 @@ def test_padding_matches_the_tokenizers_own(model: SentimentModel, side: str) ->
     max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(
-    rows=st.lists(
-        st.lists(st.integers(min_value=0, max_value=2**40), min_size=1, max_size=40), min_size=1, max_size=12
+    # Ids that fit a C int (the encoder's rows are also padded as C int arrays) or go past 32 bits.
+    rows=st.sampled_from([2**31 - 1, 2**40]).flatmap(
+        lambda top: st.lists(
+            st.lists(st.integers(min_value=0, max_value=top), min_size=1, max_size=40),
+            min_size=1,
+            max_size=12,
+        )
     ),
     side=st.sampled_from(["right", "left"]),
 )
