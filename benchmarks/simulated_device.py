@@ -3,10 +3,12 @@
 On a GPU the forward passes leave the CPU free while they run, and what the worker does around
 them (Redis, RQ's bookkeeping, decoding jobs, tokenizing, publishing) decides whether the device
 is kept busy. Issue 9's H200 run measured C/B 0.46: the queue path ran in series with the passes.
-A device is lent to few sessions, so this benchmark simulates one: every forward pass of the
-near-zero model is replaced by a sleep of ``--pass-us`` microseconds per row (and logits of
-zeros), with the GIL released as a GPU pass releases it, and the reviews are
-tokenized ahead on a thread as on a GPU. B (in-process ``predict``) and C (one worker through
+A device is lent to few sessions, so this benchmark simulates one: every forward pass is
+replaced by a sleep of ``--pass-us`` microseconds per row (and logits of zeros), with the GIL
+released as a GPU pass releases it, and the reviews are tokenized ahead on a thread as on a GPU.
+``--model tinybert-shape`` (the default) encodes as the H200's TinyBERT-shape worker did (the
+BERT uncased vocabulary, 300 tokens); ``near-zero`` encodes 32 tokens with a small vocabulary,
+so that only the queue path is left around the device. B (in-process ``predict``) and C (one worker through
 Redis, GPU-sized passes and gathering) see the same simulated device and are measured in
 alternating rounds (:func:`benchmarks.throughput.head_to_head`); the default 60 us per review is
 what the H200 took for the TinyBERT shape at 300 tokens (58.6 us on device-resident inputs).
@@ -27,16 +29,18 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from benchmarks.model_folders import NEAR_ZERO_MAX_LENGTH, near_zero_folder
+from benchmarks.model_folders import NEAR_ZERO_MAX_LENGTH, near_zero_folder, tinybert_shape_folder
 from benchmarks.runs import add_run_arguments, benchmark_run
 from benchmarks.throughput import REPO_ROOT, Variant, head_to_head
 
 SIMULATION_PATH = Path(__file__).resolve().parent / "_simulated_device"
 #: The H200 worker's shape for the TinyBERT shape at 300 tokens: passes of 436 rows (131,072
-#: padded tokens) and gatherings of 3,495 reviews; the near-zero model's reviews are shorter, so
-#: its limits are set in rows, not tokens.
+#: padded tokens) and gatherings of 3,495 reviews; the limits are set in rows of the model's max
+#: length, so the near-zero model's shorter reviews get as many.
 GPU_PASS_ROWS = 131_072 // 300
 GPU_GATHER_REVIEWS = 8 * 131_072 // 300
+#: The models the device can be simulated for, with the max length each encodes to.
+MODELS = {"tinybert-shape": 300, "near-zero": NEAR_ZERO_MAX_LENGTH}
 
 
 def simulate_device(pass_us: float) -> None:
@@ -67,16 +71,29 @@ def simulate_device(pass_us: float) -> None:
 
 
 def measure(
-    texts: Sequence[str], redis_url: str, scratch: Path, *, pass_us: float, rounds: int, batch_size: int
+    texts: Sequence[str],
+    redis_url: str,
+    scratch: Path,
+    *,
+    model: str,
+    pass_us: float,
+    rounds: int,
+    batch_size: int,
 ) -> dict[str, Any]:
     """B and C on the simulated device, one batch at a time and with overlapping batches.
 
     Each is ``rounds`` alternating rounds of B and C (:func:`~benchmarks.throughput.head_to_head`);
     C/B is the median of the rounds' own ratios.
     """
-    model_dir = near_zero_folder(scratch / "near-zero", list(texts[:500]))
+    max_length = MODELS[model]
+    if model == "near-zero":
+        model_dir = near_zero_folder(scratch / model, list(texts[:500]))
+    else:
+        model_dir = tinybert_shape_folder(scratch / model, max_length)
     simulate_device(pass_us)
     result: dict[str, Any] = {
+        "model": model,
+        "max_length": max_length,
         "pass_us_per_review": pass_us,
         "device_only_reviews_per_s": 1e6 / pass_us,
         "reviews": len(texts),
@@ -87,8 +104,8 @@ def measure(
                 filter(None, [str(SIMULATION_PATH), str(REPO_ROOT), os.environ.get("PYTHONPATH")])
             ),
             "SENTIQ_BENCH_SIMULATED_PASS_US": str(pass_us),
-            "SENTIQ_WORKER_MAX_BATCH_TOKENS": str(GPU_PASS_ROWS * NEAR_ZERO_MAX_LENGTH),
-            "SENTIQ_WORKER_MAX_GATHER_TOKENS": str(GPU_GATHER_REVIEWS * NEAR_ZERO_MAX_LENGTH),
+            "SENTIQ_WORKER_MAX_BATCH_TOKENS": str(GPU_PASS_ROWS * max_length),
+            "SENTIQ_WORKER_MAX_GATHER_TOKENS": str(GPU_GATHER_REVIEWS * max_length),
             "SENTIQ_WORKER_OVERLAP_BATCHES": overlap,
         }
         print(f"overlap_batches={overlap}:", file=sys.stderr)
@@ -117,6 +134,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m benchmarks.simulated_device", description=__doc__.split("\n\n")[0]
     )
     parser.add_argument("--count", type=int, default=20_000, help="reviews per round")
+    parser.add_argument("--model", choices=sorted(MODELS), default="tinybert-shape", help="whose encoding")
     parser.add_argument("--pass-us", type=float, default=60.0, help="simulated device time per review (us)")
     parser.add_argument("--rounds", type=int, default=3, help="alternating B/C rounds")
     parser.add_argument("--batch-size", type=int, default=1024, help="B's reviews per predict call")
@@ -124,9 +142,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     with benchmark_run(args, args.count, "sentiq-simulated-") as (texts, url, scratch):
         result = measure(
-            texts, url, scratch, pass_us=args.pass_us, rounds=args.rounds, batch_size=args.batch_size
+            texts,
+            url,
+            scratch,
+            model=args.model,
+            pass_us=args.pass_us,
+            rounds=args.rounds,
+            batch_size=args.batch_size,
         )
-    print(f"simulated device {args.pass_us:g} us/review (alone {result['device_only_reviews_per_s']:,.0f}/s)")
+    print(
+        f"simulated device {args.pass_us:g} us/review (alone {result['device_only_reviews_per_s']:,.0f}/s), "
+        f"{args.model} ({result['max_length']} tokens)"
+    )
     for overlap in ("off", "on"):
         part = result[f"overlap_{overlap}"]
         print(

@@ -274,3 +274,30 @@ def test_job_overhead_compares_packed_and_single_review_jobs(redis_url: str) -> 
     assert measured["single_vs_packed"] == pytest.approx(
         measured["single_review_jobs_per_second"] / measured["packed_reviews_per_second"]
     )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("model", "max_length"), [("tinybert-shape", 300), ("near-zero", 32)])
+def test_simulated_device_runs_b_and_c_both_ways(
+    tmp_path: Path, redis_url: str, model: str, max_length: int
+) -> None:
+    result = _run_module(
+        "benchmarks.simulated_device",
+        "--count",
+        "200",
+        "--rounds",
+        "1",
+        "--model",
+        model,
+        "--redis-url",
+        redis_url,
+        "--output",
+        str(tmp_path),
+    )
+    measured = json.loads((tmp_path / "simulated_device.json").read_text())
+    assert measured["model"] == model and measured["max_length"] == max_length
+    for overlap in ("off", "on"):
+        part = measured[f"overlap_{overlap}"]
+        assert part["B"]["reviews"] == part["C"]["reviews"] == 200
+        assert part["C/B"] == pytest.approx(part["C"]["reviews_per_second"] / part["B"]["reviews_per_second"])
+    assert f"{model} ({max_length} tokens)" in result.stdout
