@@ -10,10 +10,10 @@ give exactly the head and tail tokens of the whole review; a piece that comes up
 long word, text without spaces) falls back to tokenizing the whole review. The result is
 identical either way (tested against whole-review tokenization).
 
-Fast tokenizers are called through a private copy of their Rust tokenizer, without offsets
-(``encode_batch_fast``): the transformers wrapper re-applies truncation and padding settings and
-builds a dict per review on every call, and offsets are never used here. Together that was a fifth
-of the tokenizing cost at the queue ceiling.
+Fast tokenizers are called through a private copy of their Rust tokenizer
+(``encode_batch_fast``, without offsets, where whole texts are tokenized): the transformers
+wrapper re-applies truncation and padding settings and builds a dict per review on every call.
+Together that was a fifth of the tokenizing cost at the queue ceiling.
 
 BERT's normalizer (control characters out, Chinese characters spaced, accents stripped, lower
 case) does nothing to printable ASCII but lower its case, yet it was a third of the Rust
@@ -24,9 +24,11 @@ hold anything else, or the text of a special token in any case, go through the f
 For the same tokenizers, and for the same reason (no token crosses a space), a cleaned piece's ids
 are its space-separated words' ids one after the other. Reviews share most of their words, so the
 encoder remembers each word's ids (up to :data:`MAX_CACHED_WORDS` words) and tokenizes only words
-it has not seen, together in one call. Looking a word up costs tens of nanoseconds where the Rust
-tokenizer spent about one microsecond. Ids are kept and joined as C ints (:class:`array.array`),
-never as one Python int per token, and :meth:`ReviewEncoder.encode_arrays` hands them on that way.
+it has not seen: all of a call's new words in one batched call, joined by spaces, each token then
+given to the word its offsets fall in. A known word costs a dictionary lookup where the Rust
+tokenizer spent about a microsecond (common words) to several (rare ones, which WordPiece tries
+piece by piece). Ids are kept and joined as C ints (:class:`array.array`), never as one Python int
+per token, and :meth:`ReviewEncoder.encode_arrays` hands them on that way.
 """
 
 from __future__ import annotations
@@ -35,9 +37,11 @@ import json
 from array import array
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from itertools import accumulate
+from itertools import chain, compress, pairwise, repeat
+from operator import is_
 from typing import Any, cast
 
+import numpy as np
 from tokenizers import Tokenizer
 
 from sentiq.text import clean_review, kept_head_tail, special_token_frame
@@ -55,7 +59,7 @@ _PER_CHARACTER_NORMALIZERS = frozenset({"BertNormalizer", "Lowercase", "NFD", "S
 MAX_ADDED_TOKENS_FOR_SHORTCUT = 32
 #: Words whose ids an encoder remembers; when full, it starts again from empty. IMDB's 25,000 test
 #: reviews hold 261,091 distinct words (what lies between spaces, punctuation included); the most
-#: frequent 131,072 of them make up 97.7 % of all.
+#: frequent 131,072 of them make up 97.7 % of all. 256,186 remembered words took 44 MiB.
 MAX_CACHED_WORDS = 1 << 18
 #: Longer words are never remembered (a review holding one is tokenized whole), so that odd input
 #: cannot fill memory; 16 of those 261,091 words are longer.
@@ -122,6 +126,22 @@ class _AsciiShortcut:
             return None
         return lowered if self.lowercase else text
 
+    def sort_words(self, words: list[str]) -> tuple[list[str], list[str], list[str]]:
+        """``words`` (no whitespace in them) as (for the full tokenizer, for this copy, and the
+        latter's texts from :meth:`prepared`), looked at together rather than one by one."""
+        fast = [word for word in words if word.isascii() and word.isprintable()]
+        # No added token holds whitespace, so none can match across the spaces joining the words.
+        lowered = " ".join(fast).lower()
+        if any(token in lowered for token in self.added):
+            texts = [self.prepared(word) for word in words]
+            fast = [word for word, text in zip(words, texts, strict=True) if text is not None]
+            full = [word for word, text in zip(words, texts, strict=True) if text is None]
+            return full, fast, [text for text in texts if text is not None]
+        full = [word for word in words if not (word.isascii() and word.isprintable())]
+        if not self.lowercase:
+            return full, fast, fast
+        return full, fast, lowered.split(" ") if fast else []
+
 
 def _ascii_shortcut(backend: Tokenizer | None) -> _AsciiShortcut | None:
     """The shortcut for tokenizers whose normalizer is exactly BERT's, else None."""
@@ -184,15 +204,17 @@ def _ids_by_word(backend: Tokenizer, words: list[str]) -> list[bytes]:
     encodings = backend.encode_batch([" ".join(chunk) for chunk in chunks], add_special_tokens=False)
     found: list[bytes] = []
     for chunk, encoding in zip(chunks, encodings, strict=True):
-        # Where each word's space is (the last one's is past the end of the text).
-        spaces = list(accumulate(len(word) + 1 for word in chunk))
-        per_word = [array(ID_TYPECODE) for _ in chunk]
-        word = 0
-        for token, (start, _) in zip(encoding.ids, encoding.offsets, strict=True):
-            while start >= spaces[word] - 1:
-                word += 1
-            per_word[word].append(token)
-        found.extend(ids.tobytes() for ids in per_word)
+        # Where each word's space is (the last one's is just past the end of the text); a token
+        # belongs to the word whose space is the first one after where it starts.
+        spaces = np.cumsum(np.fromiter(map(len, chunk), dtype=np.int64, count=len(chunk)) + 1) - 1
+        starts = np.array([start for start, _ in encoding.offsets], dtype=np.int64)
+        owners = np.searchsorted(spaces, starts, side="right")
+        if owners.size and (owners[-1] >= len(chunk) or bool((np.diff(owners) < 0).any())):
+            raise RuntimeError("the tokenizer's offsets do not follow its text; words cannot be told apart")
+        bounds = np.searchsorted(owners, np.arange(len(chunk) + 1), side="left").tolist()
+        ids = array(ID_TYPECODE, encoding.ids).tobytes()
+        size = array(ID_TYPECODE).itemsize
+        found.extend(ids[size * first : size * end] for first, end in pairwise(bounds))
     return found
 
 
@@ -329,41 +351,47 @@ class ReviewEncoder:
         # join raises TypeError at a None: a word not seen yet (what the except clauses rely on).
         join = cast(Callable[[Iterable[bytes | None]], bytes], b"".join)
         rows: list[array[int]] = []
-        unseen: list[int] = []
+        unseen: list[tuple[int, list[str]]] = []
+        new: set[str] = set()
         for text in texts:
+            words = text.split()
+            looked = list(map(lookup, words))
             row = array(ID_TYPECODE)
             try:
-                row.frombytes(join(map(lookup, text.split())))
+                row.frombytes(join(looked))
             except TypeError:  # join met a None: a word not seen before
-                unseen.append(len(rows))
+                unseen.append((len(rows), words))
+                new.update(compress(words, map(is_, looked, repeat(None))))
             rows.append(row)
         if not unseen:
             return rows
-        known = self._learn_words(texts[index] for index in unseen)
+        known = self._learn_words(known, new, [words for _, words in unseen])
         lookup = known.get
         whole: list[int] = []
-        for index in unseen:
+        for index, words in unseen:
             try:
-                rows[index].frombytes(join(map(lookup, texts[index].split())))
+                rows[index].frombytes(join(map(lookup, words)))
             except TypeError:  # a word too long to remember
                 whole.append(index)
         for index, ids in zip(whole, self._tokenize([texts[index] for index in whole]), strict=True):
             rows[index] = array(ID_TYPECODE, ids)
         return rows
 
-    def _learn_words(self, texts: Iterable[str]) -> dict[str, bytes]:
-        """Remember the ids of the words in ``texts`` not seen yet; returns the dictionary holding them.
+    def _learn_words(
+        self, known: dict[str, bytes], new: set[str], texts: list[list[str]]
+    ) -> dict[str, bytes]:
+        """Remember ``new`` words, which ``known`` lacks; returns a dictionary with every word of
+        ``texts`` (the words of the texts that hold them) that is short enough to remember.
 
-        A full dictionary is replaced by a new one, not cleared, so that another thread encoding
-        at the same time keeps a consistent one.
+        When ``known`` has no room, a new dictionary with the words of ``texts`` replaces it (a
+        full one is replaced, not cleared, so that another thread encoding at the same time keeps
+        a consistent one).
         """
-        known = self._word_ids
-        words = {word for text in texts for word in text.split() if len(word) <= MAX_CACHED_WORD_CHARS}
-        new = [word for word in words if word not in known]
         if len(known) + len(new) > MAX_CACHED_WORDS:
-            known, new = {}, list(words)
+            known = {}
+            new = set(chain.from_iterable(texts))
             self._word_ids = known
-        known.update(self._word_ids_of(new))
+        known.update(self._word_ids_of([word for word in new if len(word) <= MAX_CACHED_WORD_CHARS]))
         return known
 
     def _word_ids_of(self, words: list[str]) -> list[tuple[str, bytes]]:
@@ -373,16 +401,7 @@ class ReviewEncoder:
         shortcut = self._ascii
         if shortcut is None:
             return list(zip(words, _ids_by_word(self._backend, words), strict=True))
-        full: list[str] = []
-        fast: list[str] = []
-        prepared: list[str] = []
-        for word in words:
-            text = shortcut.prepared(word)
-            if text is None:
-                full.append(word)
-            else:
-                fast.append(word)
-                prepared.append(text)
+        full, fast, prepared = shortcut.sort_words(words)
         return [
             *zip(full, _ids_by_word(self._backend, full), strict=True),
             *zip(fast, _ids_by_word(shortcut.backend, prepared), strict=True),
