@@ -23,10 +23,15 @@ HEAD_SHARE = 0.25
 
 def clean_review(text: str) -> str:
     """The review with IMDB's HTML line breaks (``<br />``) turned into spaces and whitespace folded."""
+    return " ".join(review_words(text))
+
+
+def review_words(text: str) -> list[str]:
+    """The words of :func:`clean_review`'s text: ``clean_review(text) == " ".join(review_words(text))``."""
     if "<" in text:
         text = _LINE_BREAKS.sub(" ", text)
     # str.split() splits at exactly what the regex \s matches (str.isspace), at a third of the cost.
-    return " ".join(text.split())
+    return text.split()
 
 
 def kept_head_tail(budget: int, mode: str = "head") -> tuple[int, int]:

@@ -2,33 +2,31 @@
 training and serving, so a model always reads reviews the way it was trained on them.
 
 A review becomes ``frame_token_ids(tokenize(clean_review(text)), ...)`` (see :mod:`sentiq.text`).
-Tokenizing a whole review only to keep its first (and last) few hundred tokens was the largest
-cost of the queue path, so for tokenizers that split words at whitespace before anything else
-(BERT's WordPiece family) only the needed ends of a long review are tokenized: the first and last
-few characters per kept token, cut at a space. Words never span a space there, so those pieces
-give exactly the head and tail tokens of the whole review; a piece that comes up short (a very
-long word, text without spaces) falls back to tokenizing the whole review. The result is
-identical either way (tested against whole-review tokenization).
+For tokenizers that split words at whitespace before anything else (BERT's WordPiece family) no
+token crosses a space, so a cleaned review's ids are its words' ids one after the other, and a
+long review's kept tokens come from its first (and last) words only: those are taken from its raw
+ends, cleaned there alone. A piece that comes up short of tokens (a very long word, text without
+spaces) falls back to the whole review. The result is identical either way (tested against
+whole-review tokenization).
 
 Fast tokenizers are called through a private copy of their Rust tokenizer
 (``encode_batch_fast``, without offsets, where whole texts are tokenized): the transformers
 wrapper re-applies truncation and padding settings and builds a dict per review on every call.
 Together that was a fifth of the tokenizing cost at the queue ceiling.
 
+Reviews share most of their words, so for those tokenizers the encoder remembers each word's ids
+(up to :data:`MAX_CACHED_WORDS` words) and tokenizes only words it has not seen: all of a call's
+new words in one batched call, joined by spaces, each token then given to the word its offsets
+fall in. A known word costs a dictionary lookup where the Rust tokenizer spent about a microsecond
+(common words) to several (rare ones, which WordPiece tries piece by piece). Ids are kept and
+joined as C ints (:class:`array.array`), never as one Python int per token, and
+:meth:`ReviewEncoder.encode_arrays` hands them on that way.
+
 BERT's normalizer (control characters out, Chinese characters spaced, accents stripped, lower
 case) does nothing to printable ASCII but lower its case, yet it was a third of the Rust
-tokenizer's time (tracking every character's offsets). Printable ASCII pieces (94 % of IMDB
-reviews) are lowered in Python and tokenized by a second copy without the normalizer; pieces that
-hold anything else, or the text of a special token in any case, go through the full tokenizer.
-
-For the same tokenizers, and for the same reason (no token crosses a space), a cleaned piece's ids
-are its space-separated words' ids one after the other. Reviews share most of their words, so the
-encoder remembers each word's ids (up to :data:`MAX_CACHED_WORDS` words) and tokenizes only words
-it has not seen: all of a call's new words in one batched call, joined by spaces, each token then
-given to the word its offsets fall in. A known word costs a dictionary lookup where the Rust
-tokenizer spent about a microsecond (common words) to several (rare ones, which WordPiece tries
-piece by piece). Ids are kept and joined as C ints (:class:`array.array`), never as one Python int
-per token, and :meth:`ReviewEncoder.encode_arrays` hands them on that way.
+tokenizer's time (tracking every character's offsets). New words of printable ASCII are lowered
+in Python and tokenized by a second copy without the normalizer; words that hold anything else,
+or the text of a special token in any case, go through the full tokenizer.
 """
 
 from __future__ import annotations
@@ -44,11 +42,10 @@ from typing import Any, cast
 import numpy as np
 from tokenizers import Tokenizer
 
-from sentiq.text import clean_review, kept_head_tail, special_token_frame
+from sentiq.text import clean_review, kept_head_tail, review_words, special_token_frame
 
-#: Characters of text budgeted per token when cutting the ends of a long review. English WordPiece
-#: averages about 4.5 characters (with the space) per token; with 6, 4 of 500 IMDB reviews fell
-#: short at 32 tokens and none at 128 (with 5: 52 and 17; tokenizing costs ~0.5 us a character).
+#: Characters of raw text per kept token that a long review's ends are cleaned over (twice over).
+#: English WordPiece averages about 4.5 characters (with the space) per token.
 CHARS_PER_TOKEN = 6
 #: Tokenizer building blocks that act per character or split words at whitespace, so that cutting
 #: a cleaned review at a space cuts its token sequence at the same place.
@@ -164,30 +161,30 @@ def _ascii_shortcut(backend: Tokenizer | None) -> _AsciiShortcut | None:
     return _AsciiShortcut(bare, bool(normalizer.get("lowercase", True)), added)
 
 
-def _cleaned_start(window: str) -> str:
-    """A prefix of ``clean_review(text)`` for any text that starts with ``window``.
+def _start_words(window: str) -> list[str]:
+    """The first words of ``review_words(text)`` for any text that starts with ``window``; the last
+    one may be cut short.
 
     A line break tag that could continue past the window (a ``<`` with no ``>`` after it) is left
-    out; every other tag ends inside the window, as the regex cannot pass a ``>``. The last word
-    may be cut short, which is harmless: a head piece ends at a space before it.
+    out; every other tag ends inside the window, as the regex cannot pass a ``>``.
     """
     opening = window.rfind("<")
     if opening >= 0 and window.find(">", opening) < 0:
         window = window[:opening]
-    return clean_review(window)
+    return review_words(window)
 
 
-def _cleaned_end(window: str) -> str:
-    """A suffix of ``clean_review(text)`` for any text that ends with ``window``.
+def _end_words(window: str) -> list[str]:
+    """The last words of ``review_words(text)`` for any text that ends with ``window``; the first
+    one may be cut short.
 
     A tag that began before the window can only end at the window's first ``>`` with no ``<``
-    before it, so everything up to there is left out. The first word may be cut short, which is
-    harmless: a tail piece starts after a space behind it.
+    before it, so everything up to there is left out.
     """
     closing = window.find(">")
     if closing >= 0 and window.rfind("<", 0, closing) < 0:
         window = window[closing + 1 :]
-    return clean_review(window)
+    return review_words(window)
 
 
 def _ids_by_word(backend: Tokenizer, words: list[str]) -> list[bytes]:
@@ -241,8 +238,6 @@ class ReviewEncoder:
         self.truncation = truncation
         self.head, self.tail = kept_head_tail(max_length - specials, truncation)
         self.cuts_ends = cuts_at_spaces_safely(tokenizer)
-        # Reviews shorter than this are tokenized whole: cutting would save little.
-        self._whole_below = (self.head + self.tail) * CHARS_PER_TOKEN * 3 // 2
         # Raw characters cleaned at each end of a long review (twice what the piece needs, so that
         # line breaks and runs of whitespace rarely leave it short); longer reviews are not cleaned
         # whole, which was a fifth of the encoding cost at 32 tokens.
@@ -272,18 +267,15 @@ class ReviewEncoder:
         if not self.cuts_ends:
             cleaned = [clean_review(text) for text in texts]
             return [self._framed(array(ID_TYPECODE, row)) for row in self._tokenize(cleaned)]
-        pieces: list[str] = []
+        pieces: list[list[str]] = []
         # Per review: where its pieces are in ``pieces`` (head, tail or -1), and whether it is whole.
         layout: list[tuple[int, int, bool]] = []
         for raw in texts:
-            ends = self._window_ends(raw)
+            ends = self._window_words(raw)
             if ends is None:
-                text = clean_review(raw)
-                ends = self._ends(text) if len(text) >= self._whole_below else None
-                if ends is None:
-                    layout.append((len(pieces), -1, True))
-                    pieces.append(text)
-                    continue
+                layout.append((len(pieces), -1, True))
+                pieces.append(review_words(raw))
+                continue
             layout.append((len(pieces), len(pieces) + 1 if self.tail else -1, False))
             pieces.extend(ends)
         tokenized = self._tokenize_words(pieces)
@@ -302,46 +294,31 @@ class ReviewEncoder:
                 continue
             encoded.append(self._prefix + head[: self.head] + tail[len(tail) - self.tail :] + self._suffix)
         if short:
-            cleaned = [clean_review(texts[i]) for i in short]
-            for index, row in zip(short, self._tokenize_words(cleaned), strict=True):
+            words = [review_words(texts[index]) for index in short]
+            for index, row in zip(short, self._tokenize_words(words), strict=True):
                 encoded[index] = self._framed(row)
         return encoded
 
-    def _window_ends(self, raw: str) -> tuple[str, ...] | None:
-        """What :meth:`_ends` gives for ``clean_review(raw)``, cleaning only the raw ends it needs.
+    def _window_words(self, raw: str) -> tuple[list[str], ...] | None:
+        """The first ``head`` words (and last ``tail`` words) of ``review_words(raw)``, cleaning only
+        the raw ends they lie in; None for a review not long enough for that (looked up whole).
 
-        None when the review is not long enough for that, or when its ends hold so many line
-        breaks or spaces that the cleaned window falls short (then the whole review is cleaned).
+        Each word gives at least one token but for the few the normalizer removes whole (control
+        characters): a piece short of tokens is caught after the lookup.
         """
         if len(raw) <= self._head_window + self._tail_window:
             return None
-        start = _cleaned_start(raw[: self._head_window])
-        head_end = start.find(" ", self.head * CHARS_PER_TOKEN)
-        if head_end < 0:
-            return None
+        # The last word of a window may be cut, so it is never taken.
+        head = _start_words(raw[: self._head_window])[:-1][: self.head]
         if not self.tail:
-            return (start[:head_end],)
-        end = _cleaned_end(raw[len(raw) - self._tail_window :])
-        tail_start = end.rfind(" ", 0, len(end) - self.tail * CHARS_PER_TOKEN)
-        if tail_start < 0:
-            return None
-        # The windows do not overlap, so the tail piece lies after the head piece, as in _ends.
-        return start[:head_end], end[tail_start + 1 :]
+            return (head,)
+        tail = _end_words(raw[len(raw) - self._tail_window :])[1:][-self.tail :]
+        # The windows do not overlap, so the tail's words come after the head's in the review.
+        return head, tail
 
-    def _ends(self, text: str) -> tuple[str, ...] | None:
-        """The head piece (and tail piece) of a long cleaned review, each cut at a space; None if whole."""
-        head_end = text.find(" ", self.head * CHARS_PER_TOKEN)
-        if head_end < 0:
-            return None
-        if not self.tail:
-            return (text[:head_end],)
-        tail_start = text.rfind(" ", head_end, len(text) - self.tail * CHARS_PER_TOKEN)
-        if tail_start <= head_end:
-            return None
-        return text[:head_end], text[tail_start + 1 :]
-
-    def _tokenize_words(self, texts: Sequence[str]) -> list[array[int]]:
-        """The ids of cleaned texts that may be cut at any space, put together from their words' ids.
+    def _tokenize_words(self, texts: Sequence[list[str]]) -> list[array[int]]:
+        """The ids of texts given as their words (a cleaned text split at its spaces), put together
+        from the words' ids.
 
         Words not seen before are tokenized first, all in one call, and remembered. A text with
         a word longer than :data:`MAX_CACHED_WORD_CHARS` is tokenized whole.
@@ -353,8 +330,7 @@ class ReviewEncoder:
         rows: list[array[int]] = []
         unseen: list[tuple[int, list[str]]] = []
         new: set[str] = set()
-        for text in texts:
-            words = text.split()
+        for words in texts:
             looked = list(map(lookup, words))
             row = array(ID_TYPECODE)
             try:
@@ -373,7 +349,8 @@ class ReviewEncoder:
                 rows[index].frombytes(join(map(lookup, words)))
             except TypeError:  # a word too long to remember
                 whole.append(index)
-        for index, ids in zip(whole, self._tokenize([texts[index] for index in whole]), strict=True):
+        cleaned = [" ".join(texts[index]) for index in whole]
+        for index, ids in zip(whole, self._tokenize(cleaned), strict=True):
             rows[index] = array(ID_TYPECODE, ids)
         return rows
 

@@ -16,6 +16,7 @@ from sentiq.text import (
     clean_review,
     frame_token_ids,
     kept_head_tail,
+    review_words,
     special_token_frame,
     truncate_token_ids,
 )
@@ -134,6 +135,8 @@ def test_clean_review_matches_its_regex_definition(text: str) -> None:
     # The definition clean_review had before it was made faster: breaks to spaces, \s+ folded, stripped.
     expected = re.sub(r"\s+", " ", _REFERENCE_LINE_BREAKS.sub(" ", text)).strip()
     assert clean_review(text) == expected
+    # Its words, what the encoder looks up: the cleaned text's, and none empty.
+    assert review_words(text) == (expected.split(" ") if expected else [])
 
 
 @pytest.mark.parametrize("mode", ["head", "head_tail"])

@@ -21,8 +21,8 @@ from worker.encoding import (
     CHARS_PER_TOKEN,
     MAX_ADDED_TOKENS_FOR_SHORTCUT,
     ReviewEncoder,
-    _cleaned_end,
-    _cleaned_start,
+    _end_words,
+    _start_words,
     cuts_at_spaces_safely,
 )
 
@@ -358,9 +358,10 @@ def test_any_text_encodes_exactly_as_the_whole_review(
 def test_a_cleaned_window_is_exactly_the_start_or_end_of_the_cleaned_review(text: str, window: int) -> None:
     # What the encoder relies on when it cleans only the ends of a long review: whatever the window
     # cuts (a line break tag, a run of whitespace, a word), nothing in it differs from the whole.
+    # The window's cut word (last of the start, first of the end) may be a part of a word only.
     whole = clean_review(text)
-    assert whole.startswith(_cleaned_start(text[:window]))
-    assert whole.endswith(_cleaned_end(text[-window:]))
+    assert whole.startswith(" ".join(_start_words(text[:window])))
+    assert whole.endswith(" ".join(_end_words(text[-window:])))
 
 
 def test_tokenizers_that_do_not_split_at_spaces_tokenize_whole_reviews(tiny_tokenizer: Any) -> None:
@@ -514,3 +515,19 @@ def test_added_tokens_that_take_spaces_along_stay_with_their_word() -> None:
     assert encoded == [reference_ids(extended, t, 32, "head") for t in texts]
     assert encoder._word_ids  # the words went through the remembered path
     assert extended.convert_tokens_to_ids("<movie>") in encoded[0]
+
+
+@pytest.mark.parametrize("truncation", ["head", "head_tail"])
+def test_a_word_cut_by_a_window_is_never_taken(minilm_tokenizer: Any, truncation: str) -> None:
+    # Line breaks, then a word that is one token whole and other tokens in part, which a window's
+    # edge cuts in two: the whole words in the window give too few tokens, so the review must be
+    # looked up whole; the cut part would have made up the count with tokens of another word.
+    assert len(minilm_tokenizer.tokenize("beautiful")) == 1
+    encoder = ReviewEncoder(minilm_tokenizer, 5, truncation)
+    middle = " w" * 60
+    texts = [
+        *("<br />" * 9 + " " * pad + "beautiful" + middle + " z" for pad in range(16)),
+        *("a" + middle + " beautiful" + " " * pad + "<br />" * 7 + " z" for pad in range(16)),
+    ]
+    assert all(len(text) > encoder._head_window + encoder._tail_window for text in texts)
+    assert encoder.encode(texts) == [reference_ids(minilm_tokenizer, t, 5, truncation) for t in texts]
