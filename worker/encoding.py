@@ -192,8 +192,8 @@ def _ids_by_word(backend: Tokenizer, words: list[str]) -> list[bytes]:
 
     The words are tokenized joined by single spaces, :data:`WORDS_PER_CALL` to a text, all texts
     in one batched call, and each token goes to the word its offsets start in. No token crosses a
-    space for the tokenizers this is used with (:func:`cuts_at_spaces_safely`); a token that takes
-    the space before it along (an added token with ``lstrip``) starts on that space.
+    space for the tokenizers this is used with (:func:`cuts_at_spaces_safely`), and none takes the
+    space before it along (:func:`_takes_spaces_before`).
     """
     if not words:
         return []
@@ -213,6 +213,16 @@ def _ids_by_word(backend: Tokenizer, words: list[str]) -> list[bytes]:
         size = array(ID_TYPECODE).itemsize
         found.extend(ids[size * first : size * end] for first, end in pairwise(bounds))
     return found
+
+
+def _takes_spaces_before(backend: Tokenizer | None) -> bool:
+    """Whether an added token of ``backend`` takes the whitespace before it along (``lstrip``).
+
+    Its offsets then start at that whitespace, which after normalizing can reach back into the word
+    before: one that normalizes to nothing (control characters) or ends in a Chinese character
+    (spaced by the normalizer). :func:`_ids_by_word` would give the token to that word.
+    """
+    return backend is not None and any(token.lstrip for token in backend.get_added_tokens_decoder().values())
 
 
 class ReviewEncoder:
@@ -247,6 +257,8 @@ class ReviewEncoder:
         self._suffix = array(ID_TYPECODE, self.frame[1])
         #: Each word seen so far and its ids as C ints (see :meth:`_tokenize_words`; ``cuts_ends`` only).
         self._word_ids: dict[str, bytes] = {}
+        # Where words cannot be told their tokens by offsets, pieces are tokenized whole (rare).
+        self._remembers_words = not _takes_spaces_before(self._backend)
 
     def __getstate__(self) -> dict[str, Any]:
         # The remembered words are a memo, not state: a copy (datasets.map's worker processes, the
@@ -323,6 +335,8 @@ class ReviewEncoder:
         Words not seen before are tokenized first, all in one call, and remembered. A text with
         a word longer than :data:`MAX_CACHED_WORD_CHARS` is tokenized whole.
         """
+        if not self._remembers_words:
+            return [array(ID_TYPECODE, ids) for ids in self._tokenize([" ".join(words) for words in texts])]
         known = self._word_ids
         lookup = known.get
         # join raises TypeError at a None: a word not seen yet (what the except clauses rely on).

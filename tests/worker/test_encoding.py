@@ -513,7 +513,8 @@ def test_added_tokens_that_take_spaces_along_stay_with_their_word() -> None:
     ]
     encoded = encoder.encode(texts)
     assert encoded == [reference_ids(extended, t, 32, "head") for t in texts]
-    assert encoder._word_ids  # the words went through the remembered path
+    # Such tokens can take their offsets into the word before (see the next test): no words remembered.
+    assert not encoder._word_ids
     assert extended.convert_tokens_to_ids("<movie>") in encoded[0]
 
 
@@ -531,3 +532,19 @@ def test_a_word_cut_by_a_window_is_never_taken(minilm_tokenizer: Any, truncation
     ]
     assert all(len(text) > encoder._head_window + encoder._tail_window for text in texts)
     assert encoder.encode(texts) == [reference_ids(minilm_tokenizer, t, 5, truncation) for t in texts]
+
+
+def test_an_added_token_that_takes_spaces_along_never_joins_the_word_before(minilm_tokenizer: Any) -> None:
+    extended = with_normalizer(
+        minilm_tokenizer,
+        {"type": "BertNormalizer", "clean_text": True, "handle_chinese_chars": True, "lowercase": True},
+    )
+    extended.add_tokens([AddedToken("qqz", lstrip=True)])
+    encoder = ReviewEncoder(extended, 32, "head")
+    # Normalized, "qqz日 qqz本" is "qqz 日  qqz 本 ": the second "qqz" takes both spaces along, and
+    # the first was put in for "日". So whichever of the two words comes first where they are
+    # tokenized together, the "qqz" of the other one must not be taken for part of it.
+    first = ["qqz日 qqz本"]
+    assert encoder.encode(first) == [reference_ids(extended, t, 32, "head") for t in first]
+    texts = ["qqz日", "qqz本", "qqz日 qqz本"]
+    assert encoder.encode(texts) == [reference_ids(extended, t, 32, "head") for t in texts]
