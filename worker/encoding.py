@@ -34,7 +34,7 @@ from __future__ import annotations
 import json
 from array import array
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import chain, compress, pairwise, repeat
 from operator import is_
 from typing import Any, cast
@@ -58,9 +58,17 @@ MAX_ADDED_TOKENS_FOR_SHORTCUT = 32
 #: reviews hold 261,091 distinct words (what lies between spaces, punctuation included); the most
 #: frequent 131,072 of them make up 97.7 % of all. 256,186 remembered words took 44 MiB.
 MAX_CACHED_WORDS = 1 << 18
-#: Longer words are never remembered (a review holding one is tokenized whole), so that odd input
-#: cannot fill memory; 16 of those 261,091 words are longer.
+#: Longer words are never remembered (a review holding one is tokenized whole); 16 of those
+#: 261,091 words are longer.
 MAX_CACHED_WORD_CHARS = 64
+#: What the remembered words may take, estimated as :func:`_entry_bytes` counts; realistic words
+#: reach :data:`MAX_CACHED_WORDS` first (an estimated 41 MiB), hostile ones (long words of wide
+#: characters, many ids each) this. A call whose own words do not fit keeps them to itself.
+MAX_CACHED_BYTES = 64 << 20
+#: Past this many remembered words, a call in which most words are new (random or foreign text)
+#: tokenizes its texts whole and learns nothing: remembering words costs more than tokenizing them
+#: once (offsets and a Python object per word), and such words rarely come back.
+LEARN_ALL_BELOW_WORDS = 1 << 14
 #: New words are tokenized joined by spaces, this many to a text: the tokenizer's cost per text
 #: (about 12 us) made one text per word ten times slower.
 WORDS_PER_CALL = 512
@@ -126,15 +134,18 @@ class _AsciiShortcut:
     def sort_words(self, words: list[str]) -> tuple[list[str], list[str], list[str]]:
         """``words`` (no whitespace in them) as (for the full tokenizer, for this copy, and the
         latter's texts from :meth:`prepared`), looked at together rather than one by one."""
-        fast = [word for word in words if word.isascii() and word.isprintable()]
+        joined = " ".join(words)
+        # Mostly so: then no word needs looking at alone.
+        every = joined.isascii() and joined.isprintable()
+        fast = words if every else [word for word in words if word.isascii() and word.isprintable()]
         # No added token holds whitespace, so none can match across the spaces joining the words.
-        lowered = " ".join(fast).lower()
+        lowered = (joined if every else " ".join(fast)).lower()
         if any(token in lowered for token in self.added):
             texts = [self.prepared(word) for word in words]
             fast = [word for word, text in zip(words, texts, strict=True) if text is not None]
             full = [word for word, text in zip(words, texts, strict=True) if text is None]
             return full, fast, [text for text in texts if text is not None]
-        full = [word for word in words if not (word.isascii() and word.isprintable())]
+        full = [] if every else [word for word in words if not (word.isascii() and word.isprintable())]
         if not self.lowercase:
             return full, fast, fast
         return full, fast, lowered.split(" ") if fast else []
@@ -215,6 +226,20 @@ def _ids_by_word(backend: Tokenizer, words: list[str]) -> list[bytes]:
     return found
 
 
+def _entry_bytes(word: str, ids: bytes) -> int:
+    """About what remembering ``word`` with ``ids`` takes: its text at 4 bytes a character (the
+    widest), its ids, and ~150 bytes of object headers and dictionary slot."""
+    return 150 + 4 * len(word) + len(ids)
+
+
+@dataclass
+class _RememberedWords:
+    """Words and their ids as C ints, with about what they take (:func:`_entry_bytes`)."""
+
+    ids: dict[str, bytes] = field(default_factory=dict)
+    size: int = 0
+
+
 def _takes_spaces_before(backend: Tokenizer | None) -> bool:
     """Whether an added token of ``backend`` takes the whitespace before it along (``lstrip``).
 
@@ -255,8 +280,8 @@ class ReviewEncoder:
         self._tail_window = 2 * self.tail * CHARS_PER_TOKEN + 32 if self.tail else 0
         self._prefix = array(ID_TYPECODE, self.frame[0])
         self._suffix = array(ID_TYPECODE, self.frame[1])
-        #: Each word seen so far and its ids as C ints (see :meth:`_tokenize_words`; ``cuts_ends`` only).
-        self._word_ids: dict[str, bytes] = {}
+        #: Words seen so far and their ids (see :meth:`_tokenize_words`; ``cuts_ends`` only).
+        self._words = _RememberedWords()
         # Where words cannot be told their tokens by offsets, pieces are tokenized whole (rare).
         self._remembers_words = not _takes_spaces_before(self._backend)
 
@@ -264,7 +289,7 @@ class ReviewEncoder:
         # The remembered words are a memo, not state: a copy (datasets.map's worker processes, the
         # fingerprint datasets takes of a mapped function) starts without them.
         state = self.__dict__.copy()
-        state["_word_ids"] = {}
+        state["_words"] = _RememberedWords()
         return state
 
     def encode(self, texts: Sequence[str]) -> list[list[int]]:
@@ -337,8 +362,8 @@ class ReviewEncoder:
         """
         if not self._remembers_words:
             return [array(ID_TYPECODE, ids) for ids in self._tokenize([" ".join(words) for words in texts])]
-        known = self._word_ids
-        lookup = known.get
+        remembered = self._words
+        lookup = remembered.ids.get
         # join raises TypeError at a None: a word not seen yet (what the except clauses rely on).
         join = cast(Callable[[Iterable[bytes | None]], bytes], b"".join)
         rows: list[array[int]] = []
@@ -355,35 +380,48 @@ class ReviewEncoder:
             rows.append(row)
         if not unseen:
             return rows
-        known = self._learn_words(known, new, [words for _, words in unseen])
-        lookup = known.get
         whole: list[int] = []
-        for index, words in unseen:
-            try:
-                rows[index].frombytes(join(map(lookup, words)))
-            except TypeError:  # a word too long to remember
-                whole.append(index)
+        if len(remembered.ids) < LEARN_ALL_BELOW_WORDS or 2 * len(new) <= sum(len(w) for _, w in unseen):
+            lookup = self._learn_words(remembered, new, [words for _, words in unseen]).get
+            for index, words in unseen:
+                try:
+                    rows[index].frombytes(join(map(lookup, words)))
+                except TypeError:  # a word too long to remember
+                    whole.append(index)
+        else:
+            whole = [index for index, _ in unseen]
         cleaned = [" ".join(texts[index]) for index in whole]
         for index, ids in zip(whole, self._tokenize(cleaned), strict=True):
             rows[index] = array(ID_TYPECODE, ids)
         return rows
 
     def _learn_words(
-        self, known: dict[str, bytes], new: set[str], texts: list[list[str]]
+        self, remembered: _RememberedWords, new: set[str], texts: list[list[str]]
     ) -> dict[str, bytes]:
-        """Remember ``new`` words, which ``known`` lacks; returns a dictionary with every word of
-        ``texts`` (the words of the texts that hold them) that is short enough to remember.
+        """Tokenize ``new`` words (which ``remembered`` lacks) and remember them; returns a
+        dictionary with every word of ``texts`` (the texts that hold them) short enough to remember.
 
-        When ``known`` has no room, a new dictionary with the words of ``texts`` replaces it (a
-        full one is replaced, not cleared, so that another thread encoding at the same time keeps
-        a consistent one).
+        When they do not fit, a new set of remembered words, those of ``texts``, replaces the old
+        one (replaced, not cleared, so that another thread encoding at the same time keeps a
+        consistent one); when even those do not fit, they are this call's alone.
         """
-        if len(known) + len(new) > MAX_CACHED_WORDS:
-            known = {}
-            new = set(chain.from_iterable(texts))
-            self._word_ids = known
-        known.update(self._word_ids_of([word for word in new if len(word) <= MAX_CACHED_WORD_CHARS]))
-        return known
+        learned = self._word_ids_of([word for word in new if len(word) <= MAX_CACHED_WORD_CHARS])
+        size = sum(_entry_bytes(word, ids) for word, ids in learned)
+        if (
+            len(remembered.ids) + len(learned) <= MAX_CACHED_WORDS
+            and remembered.size + size <= MAX_CACHED_BYTES
+        ):
+            remembered.ids.update(learned)
+            remembered.size += size
+            return remembered.ids
+        # The texts' other words are known already: copied, not tokenized again.
+        known = remembered.ids
+        kept = {word: known[word] for word in set(chain.from_iterable(texts)) if word in known}
+        kept.update(learned)
+        fresh = _RememberedWords(kept, sum(_entry_bytes(word, ids) for word, ids in kept.items()))
+        if len(fresh.ids) <= MAX_CACHED_WORDS and fresh.size <= MAX_CACHED_BYTES:
+            self._words = fresh
+        return fresh.ids
 
     def _word_ids_of(self, words: list[str]) -> list[tuple[str, bytes]]:
         """Each word with its ids as C ints, printable ASCII ones through the shortcut."""

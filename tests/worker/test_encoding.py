@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import pickle
+import random
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -413,7 +414,7 @@ def test_remembered_words_give_the_whole_reviews_ids(
 def test_words_are_remembered_and_looked_up(tiny_tokenizer: Any, imdb_reviews: list[str]) -> None:
     encoder = ReviewEncoder(tiny_tokenizer, 64, "head_tail")
     first = encoder.encode(imdb_reviews[:50])
-    assert "the" in encoder._word_ids
+    assert "the" in encoder._words.ids
     tokenized: list[int] = []
     real = encoding._ids_by_word
 
@@ -447,11 +448,10 @@ def test_a_full_word_cache_starts_again_and_stays_exact(
     started_again = 0
     for start in range(0, 120, 4):
         batch = imdb_reviews[start : start + 4]
-        before = encoder._word_ids
+        before = encoder._words
         assert encoder.encode(batch) == [reference_ids(tiny_tokenizer, t, 64, "head_tail") for t in batch]
-        started_again += encoder._word_ids is not before
-        # Past the limit only by the words of the call that found it full.
-        assert len(encoder._word_ids) <= 300 + sum(len(clean_review(t).split()) for t in batch)
+        started_again += encoder._words is not before
+        assert len(encoder._words.ids) <= 300
     assert started_again > 3
     assert all(max(map(len, text.split())) > encoding.MAX_CACHED_WORD_CHARS for text in whole)
 
@@ -463,16 +463,16 @@ def test_words_too_long_to_remember_are_tokenized_with_their_review(tiny_tokeniz
     texts = [f"good {long} film", long, "plain words", f"{long}!"]
     for _ in range(2):
         assert encoder.encode(texts) == [reference_ids(tiny_tokenizer, t, 32, "head") for t in texts]
-    assert "good" in encoder._word_ids and "words" in encoder._word_ids
-    assert not any(len(word) > encoding.MAX_CACHED_WORD_CHARS for word in encoder._word_ids)
+    assert "good" in encoder._words.ids and "words" in encoder._words.ids
+    assert not any(len(word) > encoding.MAX_CACHED_WORD_CHARS for word in encoder._words.ids)
 
 
 def test_a_copy_of_an_encoder_starts_without_the_words(tiny_tokenizer: Any, imdb_reviews: list[str]) -> None:
     encoder = ReviewEncoder(tiny_tokenizer, 64, "head_tail")
     ids = encoder.encode(imdb_reviews[:20])
-    assert encoder._word_ids
+    assert encoder._words.ids
     copy = pickle.loads(pickle.dumps(encoder))
-    assert copy._word_ids == {}
+    assert copy._words.ids == {}
     assert copy.encode(imdb_reviews[:20]) == ids
 
 
@@ -514,7 +514,7 @@ def test_added_tokens_that_take_spaces_along_stay_with_their_word() -> None:
     encoded = encoder.encode(texts)
     assert encoded == [reference_ids(extended, t, 32, "head") for t in texts]
     # Such tokens can take their offsets into the word before (see the next test): no words remembered.
-    assert not encoder._word_ids
+    assert not encoder._words.ids
     assert extended.convert_tokens_to_ids("<movie>") in encoded[0]
 
 
@@ -548,3 +548,47 @@ def test_an_added_token_that_takes_spaces_along_never_joins_the_word_before(mini
     assert encoder.encode(first) == [reference_ids(extended, t, 32, "head") for t in first]
     texts = ["qqz日", "qqz本", "qqz日 qqz本"]
     assert encoder.encode(texts) == [reference_ids(extended, t, 32, "head") for t in texts]
+
+
+def test_a_call_of_mostly_new_words_learns_none_once_words_are_known(
+    tiny_tokenizer: Any, imdb_reviews: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(encoding, "LEARN_ALL_BELOW_WORDS", 100)
+    encoder = ReviewEncoder(tiny_tokenizer, 64, "head_tail")
+    encoder.encode(imdb_reviews[:20])
+    known = dict(encoder._words.ids)
+    assert len(known) >= 100
+    # Random letters: every word new, as an attacker or a foreign language would send.
+    rng = random.Random(5)
+    noise = [" ".join("".join(rng.choices("bcdfghjkmnpqvwxz", k=7)) for _ in range(40)) for _ in range(6)]
+    assert encoder.encode(noise) == [reference_ids(tiny_tokenizer, t, 64, "head_tail") for t in noise]
+    assert encoder._words.ids == known
+    # Reviews with a few new words among known ones are still learned from.
+    fresh = imdb_reviews[20:24]
+    assert encoder.encode(fresh) == [reference_ids(tiny_tokenizer, t, 64, "head_tail") for t in fresh]
+    assert len(encoder._words.ids) > len(known)
+
+
+def test_remembered_words_stay_within_their_memory_budget(
+    minilm_tokenizer: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(encoding, "MAX_CACHED_BYTES", 40_000)
+    encoder = ReviewEncoder(minilm_tokenizer, 64, "head")
+    # Long words of wide characters that give many ids each: few fit in the budget.
+    rng = random.Random(3)
+    for _ in range(6):
+        texts = [" ".join("".join(rng.choices("한국어𠀀𠀁!", k=60)) for _ in range(8)) for _ in range(3)]
+        assert encoder.encode(texts) == [reference_ids(minilm_tokenizer, t, 64, "head") for t in texts]
+        words = encoder._words
+        assert words.size == sum(encoding._entry_bytes(word, ids) for word, ids in words.ids.items())
+        assert words.size <= 40_000
+
+
+def test_a_call_with_more_new_words_than_fit_keeps_them_to_itself(
+    tiny_tokenizer: Any, imdb_reviews: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(encoding, "MAX_CACHED_WORDS", 50)
+    encoder = ReviewEncoder(tiny_tokenizer, 128, "head_tail")
+    texts = imdb_reviews[:10]
+    assert encoder.encode(texts) == [reference_ids(tiny_tokenizer, t, 128, "head_tail") for t in texts]
+    assert len(encoder._words.ids) <= 50
