@@ -32,6 +32,7 @@ or the text of a special token in any case, go through the full tokenizer.
 from __future__ import annotations
 
 import json
+import threading
 from array import array
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -44,8 +45,9 @@ from tokenizers import Tokenizer
 
 from sentiq.text import clean_review, kept_head_tail, review_words, special_token_frame
 
-#: Characters of raw text per kept token that a long review's ends are cleaned over (twice over).
-#: English WordPiece averages about 4.5 characters (with the space) per token.
+#: Raw characters per kept token that a long review's ends are cleaned over, twice over, so that
+#: the window holds the head's (tail's) whole words even with line breaks and runs of whitespace:
+#: words give at least one token (nearly all), and IMDB's words average 5.6 characters with a space.
 CHARS_PER_TOKEN = 6
 #: Tokenizer building blocks that act per character or split words at whitespace, so that cutting
 #: a cleaned review at a space cuts its token sequence at the same place.
@@ -54,7 +56,8 @@ _PER_CHARACTER_NORMALIZERS = frozenset({"BertNormalizer", "Lowercase", "NFD", "S
 #: BERT tokenizers add 5 tokens ([PAD], [UNK], [CLS], [SEP], [MASK]); each is looked for in every
 #: printable ASCII piece (about 0.1 us), so a tokenizer with many more keeps its normalizer.
 MAX_ADDED_TOKENS_FOR_SHORTCUT = 32
-#: Words whose ids an encoder remembers; when full, it starts again from empty. IMDB's 25,000 test
+#: Words whose ids an encoder remembers; when full, it starts again from the words of the call that
+#: found it full (see :data:`MAX_CACHED_BYTES` and :data:`LEARN_ALL_BELOW_WORDS`). IMDB's 25,000 test
 #: reviews hold 261,091 distinct words (what lies between spaces, punctuation included); the most
 #: frequent 131,072 of them make up 97.7 % of all. 256,186 remembered words took 44 MiB.
 MAX_CACHED_WORDS = 1 << 18
@@ -261,6 +264,7 @@ class ReviewEncoder:
         #: The tokenizer's Rust core with truncation and padding off (None for Python tokenizers).
         #: Copied first, so that the test of it sees what the caller set on the original.
         self._backend = _plain_backend(tokenizer)
+        self._encode_special_tokens = self._backend is not None and self._backend.encode_special_tokens
         self._ascii = _ascii_shortcut(self._backend)
         self.frame = special_token_frame(tokenizer)
         specials = len(self.frame[0]) + len(self.frame[1])
@@ -273,15 +277,16 @@ class ReviewEncoder:
         self.truncation = truncation
         self.head, self.tail = kept_head_tail(max_length - specials, truncation)
         self.cuts_ends = cuts_at_spaces_safely(tokenizer)
-        # Raw characters cleaned at each end of a long review (twice what the piece needs, so that
-        # line breaks and runs of whitespace rarely leave it short); longer reviews are not cleaned
-        # whole, which was a fifth of the encoding cost at 32 tokens.
+        # Raw characters cleaned at each end of a long review (see CHARS_PER_TOKEN); longer reviews
+        # are not cleaned whole, which was a fifth of the encoding cost at 32 tokens.
         self._head_window = 2 * self.head * CHARS_PER_TOKEN + 32
         self._tail_window = 2 * self.tail * CHARS_PER_TOKEN + 32 if self.tail else 0
         self._prefix = array(ID_TYPECODE, self.frame[0])
         self._suffix = array(ID_TYPECODE, self.frame[1])
         #: Words seen so far and their ids (see :meth:`_tokenize_words`; ``cuts_ends`` only).
         self._words = _RememberedWords()
+        #: Held while the remembered words are checked for room and added to or replaced.
+        self._learning = threading.Lock()
         # Where words cannot be told their tokens by offsets, pieces are tokenized whole (rare).
         self._remembers_words = not _takes_spaces_before(self._backend)
 
@@ -290,7 +295,15 @@ class ReviewEncoder:
         # fingerprint datasets takes of a mapped function) starts without them.
         state = self.__dict__.copy()
         state["_words"] = _RememberedWords()
+        del state["_learning"]
         return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._learning = threading.Lock()
+        if self._backend is not None:
+            # Not in the tokenizer's JSON, so a copied Rust tokenizer lost it (see _plain_backend).
+            self._backend.encode_special_tokens = self._encode_special_tokens
 
     def encode(self, texts: Sequence[str]) -> list[list[int]]:
         """Token ids with special tokens, at most ``max_length`` per review, in input order."""
@@ -323,11 +336,11 @@ class ReviewEncoder:
             if whole:
                 encoded.append(self._framed(head))
                 continue
-            tail = tokenized[second] if second >= 0 else self._suffix[:0]
+            tail = tokenized[second] if second >= 0 else array(ID_TYPECODE)
             if len(head) < self.head or len(tail) < self.tail:
                 # A piece came up short of tokens (very long words): this review is tokenized whole.
                 short.append(index)
-                encoded.append(head[:0])
+                encoded.append(array(ID_TYPECODE))
                 continue
             encoded.append(self._prefix + head[: self.head] + tail[len(tail) - self.tail :] + self._suffix)
         if short:
@@ -357,8 +370,10 @@ class ReviewEncoder:
         """The ids of texts given as their words (a cleaned text split at its spaces), put together
         from the words' ids.
 
-        Words not seen before are tokenized first, all in one call, and remembered. A text with
-        a word longer than :data:`MAX_CACHED_WORD_CHARS` is tokenized whole.
+        Words not seen before are tokenized first, together, and remembered (:meth:`_learn_words`).
+        A text with a word longer than :data:`MAX_CACHED_WORD_CHARS` is tokenized whole, and so
+        are a call's texts when most of their words are new (:data:`LEARN_ALL_BELOW_WORDS`); so
+        are all texts for a tokenizer whose tokens cannot be told their words by offsets.
         """
         if not self._remembers_words:
             return [array(ID_TYPECODE, ids) for ids in self._tokenize([" ".join(words) for words in texts])]
@@ -406,22 +421,25 @@ class ReviewEncoder:
         consistent one); when even those do not fit, they are this call's alone.
         """
         learned = self._word_ids_of([word for word in new if len(word) <= MAX_CACHED_WORD_CHARS])
-        size = sum(_entry_bytes(word, ids) for word, ids in learned)
-        if (
-            len(remembered.ids) + len(learned) <= MAX_CACHED_WORDS
-            and remembered.size + size <= MAX_CACHED_BYTES
-        ):
-            remembered.ids.update(learned)
-            remembered.size += size
-            return remembered.ids
-        # The texts' other words are known already: copied, not tokenized again.
-        known = remembered.ids
-        kept = {word: known[word] for word in set(chain.from_iterable(texts)) if word in known}
-        kept.update(learned)
-        fresh = _RememberedWords(kept, sum(_entry_bytes(word, ids) for word, ids in kept.items()))
-        if len(fresh.ids) <= MAX_CACHED_WORDS and fresh.size <= MAX_CACHED_BYTES:
-            self._words = fresh
-        return fresh.ids
+        with self._learning:
+            # Words another thread learned meanwhile are neither added nor counted twice.
+            learned = [(word, ids) for word, ids in learned if word not in remembered.ids]
+            size = sum(_entry_bytes(word, ids) for word, ids in learned)
+            if (
+                len(remembered.ids) + len(learned) <= MAX_CACHED_WORDS
+                and remembered.size + size <= MAX_CACHED_BYTES
+            ):
+                remembered.ids.update(learned)
+                remembered.size += size
+                return remembered.ids
+            # The texts' other words are known already: copied, not tokenized again.
+            known = remembered.ids
+            kept = {word: known[word] for word in set(chain.from_iterable(texts)) if word in known}
+            kept.update(learned)
+            fresh = _RememberedWords(kept, sum(_entry_bytes(word, ids) for word, ids in kept.items()))
+            if len(fresh.ids) <= MAX_CACHED_WORDS and fresh.size <= MAX_CACHED_BYTES:
+                self._words = fresh
+            return fresh.ids
 
     def _word_ids_of(self, words: list[str]) -> list[tuple[str, bytes]]:
         """Each word with its ids as C ints, printable ASCII ones through the shortcut."""

@@ -287,7 +287,9 @@ class SentimentModel:
         ids = np.full((len(rows), width), pad_id, dtype=np.int64)
         # The mask's True cells, read row by row, are exactly the rows' tokens in order.
         if all(isinstance(row, array) and row.typecode == ID_TYPECODE for row in rows):
-            ids[mask] = np.frombuffer(b"".join(cast("Sequence[array[int]]", rows)), dtype=np.intc)
+            ids[mask] = np.frombuffer(
+                b"".join(cast("Sequence[array[int]]", rows)), dtype=np.dtype(ID_TYPECODE)
+            )
         else:
             ids[mask] = np.fromiter(chain.from_iterable(rows), dtype=np.int64, count=int(lengths.sum()))
         return {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(mask.astype(np.int64))}

@@ -8,6 +8,7 @@ import random
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import pandas as pd
 import pytest
@@ -411,6 +412,37 @@ def test_remembered_words_give_the_whole_reviews_ids(
     ]
 
 
+@hypothesis_settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    texts=st.lists(st.one_of(_TEXTS, _LONG_TEXTS), min_size=1, max_size=6),
+    truncation=st.sampled_from(["head", "head_tail"]),
+)
+def test_remembered_words_give_the_whole_reviews_ids_at_every_limit(
+    minilm_tokenizer: Any,
+    shared_small_encoders: dict[str, ReviewEncoder],
+    texts: list[str],
+    truncation: str,
+) -> None:
+    # Limits so small that calls replace the remembered words, keep theirs to themselves and skip
+    # learning, all with words remembered from earlier examples.
+    with (
+        mock.patch.object(encoding, "MAX_CACHED_WORDS", 64),
+        mock.patch.object(encoding, "MAX_CACHED_BYTES", 12_000),
+        mock.patch.object(encoding, "LEARN_ALL_BELOW_WORDS", 16),
+    ):
+        encoded = shared_small_encoders[truncation].encode(texts)
+    assert encoded == [reference_ids(minilm_tokenizer, t, 24, truncation) for t in texts]
+
+
+@pytest.fixture(scope="module")
+def shared_small_encoders(minilm_tokenizer: Any) -> dict[str, ReviewEncoder]:
+    return {
+        truncation: ReviewEncoder(minilm_tokenizer, 24, truncation) for truncation in ("head", "head_tail")
+    }
+
+
 def test_words_are_remembered_and_looked_up(tiny_tokenizer: Any, imdb_reviews: list[str]) -> None:
     encoder = ReviewEncoder(tiny_tokenizer, 64, "head_tail")
     first = encoder.encode(imdb_reviews[:50])
@@ -422,11 +454,8 @@ def test_words_are_remembered_and_looked_up(tiny_tokenizer: Any, imdb_reviews: l
         tokenized.extend(map(len, words))
         return real(backend, words)
 
-    encoding._ids_by_word = recording  # type: ignore[assignment]
-    try:
+    with mock.patch.object(encoding, "_ids_by_word", recording):
         again = encoder.encode(imdb_reviews[:50])
-    finally:
-        encoding._ids_by_word = real  # type: ignore[assignment]
     # Every word of the same reviews is known now: nothing goes to the tokenizer.
     assert again == first and tokenized == []
 
@@ -476,6 +505,17 @@ def test_a_copy_of_an_encoder_starts_without_the_words(tiny_tokenizer: Any, imdb
     assert copy.encode(imdb_reviews[:20]) == ids
 
 
+def test_a_copy_of_an_encoder_reads_special_tokens_text_as_the_original_does() -> None:
+    from transformers import AutoTokenizer
+
+    from training.base_model import bundled_model_path
+
+    split = AutoTokenizer.from_pretrained(str(bundled_model_path()), split_special_tokens=True)
+    texts = ["movie [CLS] here", "[MASK]"]
+    copy = pickle.loads(pickle.dumps(ReviewEncoder(split, 32, "head")))
+    assert copy.encode(texts) == [reference_ids(split, t, 32, "head") for t in texts]
+
+
 def test_threads_sharing_an_encoder_get_exact_ids(
     tiny_tokenizer: Any, imdb_reviews: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -502,7 +542,7 @@ def test_added_tokens_that_take_spaces_along_stay_with_their_word() -> None:
             AddedToken("qqz", lstrip=True),
         ]
     )
-    encoder = ReviewEncoder(extended, 32, "head")
+    encoder = ReviewEncoder(extended, 32, "head_tail")
     assert encoder.cuts_ends
     texts = [
         "a <movie> b",
@@ -510,9 +550,11 @@ def test_added_tokens_that_take_spaces_along_stay_with_their_word() -> None:
         "x<movie>y and <movie><movie>",
         "zzq zzqzzq azzq zzq.",
         "one qqz two qqzqqz",
+        # Long: only the windows at the ends are cleaned and looked at.
+        "<movie> qqz " + "plain words here " * 60 + "qqz <movie>",
     ]
     encoded = encoder.encode(texts)
-    assert encoded == [reference_ids(extended, t, 32, "head") for t in texts]
+    assert encoded == [reference_ids(extended, t, 32, "head_tail") for t in texts]
     # Such tokens can take their offsets into the word before (see the next test): no words remembered.
     assert not encoder._words.ids
     assert extended.convert_tokens_to_ids("<movie>") in encoded[0]
