@@ -277,14 +277,13 @@ def test_job_overhead_compares_packed_and_single_review_jobs(redis_url: str) -> 
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("model", "max_length"), [("tinybert-shape", 300), ("near-zero", 32)])
-def test_simulated_device_runs_b_and_c_both_ways(
-    tmp_path: Path, redis_url: str, model: str, max_length: int
-) -> None:
+def test_simulated_device_runs_b_and_c_both_ways(tmp_path: Path, redis_url: str) -> None:
+    # The default model, the TinyBERT shape (the near-zero one differs only in the folder built).
+    model, max_length = "tinybert-shape", 300
     result = _run_module(
         "benchmarks.simulated_device",
         "--count",
-        "200",
+        "120",
         "--rounds",
         "1",
         "--model",
@@ -298,6 +297,6 @@ def test_simulated_device_runs_b_and_c_both_ways(
     assert measured["model"] == model and measured["max_length"] == max_length
     for overlap in ("off", "on"):
         part = measured[f"overlap_{overlap}"]
-        assert part["B"]["reviews"] == part["C"]["reviews"] == 200
+        assert part["B"]["reviews"] == part["C"]["reviews"] == 120
         assert part["C/B"] == pytest.approx(part["C"]["reviews_per_second"] / part["B"]["reviews_per_second"])
     assert f"{model} ({max_length} tokens)" in result.stdout
