@@ -39,6 +39,14 @@ class RedisUnavailableError(SentiqError):
     """
 
 
+class RedisAuthenticationError(RedisUnavailableError, ConfigurationError):
+    """Raised when Redis refused the credentials: a wrong or missing password, an unknown ACL user.
+
+    Retrying cannot help, so a starting worker does not wait for this Redis and the CLIs exit with
+    :data:`EXIT_USAGE`. Its message never contains the password.
+    """
+
+
 class RedisFullError(SentiqError):
     """Raised when Redis refused an enqueue because it reached ``maxmemory`` (``OOM command not allowed``).
 

@@ -18,9 +18,14 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 from redis import ConnectionPool, Redis
 from redis.connection import parse_url
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import AuthenticationError, RedisError, ResponseError
 
-from sentiq.errors import ConfigurationError, InvalidRedisUrlError, RedisUnavailableError
+from sentiq.errors import (
+    ConfigurationError,
+    InvalidRedisUrlError,
+    RedisAuthenticationError,
+    RedisUnavailableError,
+)
 from sentiq.settings import RedisSettings, redis_url_problem
 
 log = logging.getLogger(__name__)
@@ -129,8 +134,9 @@ def connect(settings: RedisSettings, *, check: bool = True) -> Redis:
     URL. Raises :class:`~sentiq.errors.InvalidRedisUrlError` for a URL redis-py cannot use and
     :class:`~sentiq.errors.ConfigurationError` for an unreadable password file. With ``check``
     the server is pinged once, so a wrong URL or password fails here with a
-    :class:`RedisUnavailableError` instead of deep inside the first enqueue. No message names a
-    password.
+    :class:`RedisUnavailableError` instead of deep inside the first enqueue (a
+    :class:`~sentiq.errors.RedisAuthenticationError` when the credentials were refused). No
+    message names a password.
     """
     # Settings built with model_copy() skip validation: check the URL here too.
     problem = redis_url_problem(settings.url)
@@ -156,6 +162,13 @@ def connect(settings: RedisSettings, *, check: bool = True) -> Redis:
     if check:
         try:
             client.ping()
+        except AuthenticationError as error:
+            client.close()
+            raise RedisAuthenticationError(
+                f"Redis at {redact_url(settings.url)} refused the credentials "
+                f"({redact_secrets(str(error), settings)}); check SENTIQ_REDIS_PASSWORD_FILE, "
+                "SENTIQ_REDIS_PASSWORD and the URL's user and password"
+            ) from None
         except RedisError as error:
             client.close()
             raise RedisUnavailableError(

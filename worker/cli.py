@@ -31,6 +31,7 @@ from sentiq.errors import (
     EXIT_USAGE,
     ConfigurationError,
     ModelLoadError,
+    RedisAuthenticationError,
     RedisUnavailableError,
     SentiqError,
 )
@@ -209,12 +210,10 @@ def wait_for_redis(settings: Settings) -> Redis:
     while True:
         try:
             return connect_checked(settings)
+        except RedisAuthenticationError:
+            raise  # a refused password will not pass on retry
         except (RedisUnavailableError, RedisConnectionError, RedisTimeoutError) as error:
-            # A refused password will not pass on retry; nor does waiting help past the deadline.
-            refused = isinstance(error, AuthenticationError) or isinstance(
-                error.__cause__, AuthenticationError
-            )
-            if refused or time.monotonic() + delay > deadline:
+            if isinstance(error, AuthenticationError) or time.monotonic() + delay > deadline:
                 raise
             log.warning("%s; trying again in %.1fs", error, delay)
             time.sleep(delay)

@@ -26,11 +26,13 @@ from producer import (
     InvalidReviewError,
     Prediction,
     QueueFullError,
+    RedisAuthenticationError,
     RedisFullError,
     RedisUnavailableError,
     ResultsTimeoutError,
 )
 from sentiq.contract import CLASSIFY_TASK, MAX_JOB_DATA_BYTES, JobPayload, result_key
+from sentiq.errors import EXIT_USAGE, exit_code_for
 from sentiq.result_store import STREAM_FIELD_ID, STREAM_FIELD_RESULT
 from sentiq.settings import Settings
 from stack.embedded_redis import EmbeddedRedis, find_redis_server, free_port
@@ -345,9 +347,11 @@ def test_password_protected_redis(settings: Settings) -> None:
                 (prediction,) = client.results(ids, timeout=10)
             assert prediction.model == FAKE_MODEL
         wrong = server.url.replace("s3cret-pass", "wrong-pass")
-        with pytest.raises(RedisUnavailableError) as caught:
+        with pytest.raises(RedisAuthenticationError) as caught:
             Client(wrong, settings=settings)
+        assert isinstance(caught.value, RedisUnavailableError)
         assert "wrong-pass" not in str(caught.value)
+        assert exit_code_for(caught.value) == EXIT_USAGE
 
 
 def wait_for_server(url: str, process: subprocess.Popen[bytes], timeout_s: float = 10) -> None:

@@ -251,9 +251,12 @@ def test_a_password_from_the_environment_or_a_file_is_used_and_never_printed(
         assert "SENTIQ_REDIS_ALLOW_EVICTION" in error_line(result, EXIT_USAGE)
         assert PASSWORD_ON_COMMAND_LINE not in result.stderr
         assert PASSWORD not in result.stderr + result.stdout
-    wrong = start_worker(settings, tmp_path, "--redis-url", url, SENTIQ_REDIS_PASSWORD="wrong-" + PASSWORD)
-    assert "cannot reach Redis" in error_line(wrong, EXIT_FAILURE)
-    assert PASSWORD not in wrong.stderr + wrong.stdout
+    # Refused credentials fail at once with exit 2: waiting for this Redis cannot help.
+    for refused_env in ({"SENTIQ_REDIS_PASSWORD": "wrong-" + PASSWORD}, {}):
+        refused = start_worker(settings, tmp_path, "--redis-url", url, **refused_env)
+        assert "refused the credentials" in error_line(refused, EXIT_USAGE)
+        assert "trying again" not in refused.stderr
+        assert PASSWORD not in refused.stderr + refused.stdout
 
 
 def test_max_length_flag_and_documented_exit_status() -> None:
