@@ -94,6 +94,12 @@ def build_parser() -> argparse.ArgumentParser:
         "its rate, the median of the rounds' own ratios is C/B",
     )
     parser.add_argument(
+        "--int8-check-reviews",
+        type=int,
+        default=500,
+        help="shipped reviews the int8 copy is checked on (default 500, as python -m worker.int8)",
+    )
+    parser.add_argument(
         "--worker-precision", default="auto", help="C's worker precision (auto: as a worker chooses)"
     )
     parser.add_argument(
@@ -152,14 +158,14 @@ def resolve_worker_precision(requested: str, device: str) -> str:
     )
 
 
-def build_int8_copy(folder: Path) -> dict[str, Any]:
+def build_int8_copy(folder: Path, check_reviews: int) -> dict[str, Any]:
     """The folder's int8 copy for B and C (as ``python -m worker.int8`` builds it), kept if it passes
     its check; returns the check."""
     from dataclasses import asdict
 
     from worker.int8 import DEFAULT_CHECK_DATA, build_int8, read_check_reviews
 
-    texts, labels = read_check_reviews(DEFAULT_CHECK_DATA, 500)
+    texts, labels = read_check_reviews(DEFAULT_CHECK_DATA, check_reviews)
     report = build_int8(folder, texts, labels)
     verdict = "kept" if report.passed else f"refused: {report.reason}"
     print(f"  int8 copy of {folder.name}: agreement {report.agreement:.3f}, {verdict}", file=sys.stderr)
@@ -218,7 +224,7 @@ def run(args: argparse.Namespace, redis_url: str, scratch: Path) -> dict[str, An
             else:
                 folders[name] = bundled_model_folder(target, args.max_length)
             if name in MODELS and not device.startswith("cuda"):
-                int8_checks[name] = build_int8_copy(folders[name])
+                int8_checks[name] = build_int8_copy(folders[name], args.int8_check_reviews)
         return folders[name]
 
     ceiling_count = _scaled(args.ceiling_count, args.scale)

@@ -181,6 +181,7 @@ def test_benchmark_run_writes_every_section(tmp_path: Path, redis_url: str) -> N
         "--latency-seconds", "1",
         "--latency-idle-rate", "10",
         "--latency-models", "near-zero",
+        "--int8-check-reviews", "40",
         "--redis-url", redis_url,
         "--output", str(tmp_path),
     )  # fmt: skip
@@ -193,6 +194,7 @@ def test_benchmark_run_writes_every_section(tmp_path: Path, redis_url: str) -> N
     (model,) = results["models"]
     assert model["A"]["reviews"] == 4
     # The int8 copy is built for B's grid (and C's auto engine) when it passes its check.
+    assert model["int8_check"]["reviews"] == 40
     int8 = ["B sentiq int8 bs 4"] if model["int8_check"]["passed"] else []
     assert [b["way"] for b in model["B_variants"]] == ["B sentiq fp32 bs 4", "B hf fp32 bs 4", *int8]
     assert model["C"]["reviews"] == 12 and model["C/B"] > 0 and model["C/A"] > 0
