@@ -30,8 +30,8 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 
 from pydantic import ValidationError
 from redis import Redis
+from redis.exceptions import AuthenticationError, OutOfMemoryError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import OutOfMemoryError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq import Queue, Retry
 from rq.serializers import JSONSerializer
@@ -56,7 +56,13 @@ from sentiq.errors import (
     RedisUnavailableError,
     ResultsTimeoutError,
 )
-from sentiq.redis_connection import connect, eviction_problem, redact_secrets, redact_url
+from sentiq.redis_connection import (
+    connect,
+    credentials_refused,
+    eviction_problem,
+    redact_secrets,
+    redact_url,
+)
 from sentiq.result_store import ResultStore
 from sentiq.settings import (
     RedisSettings,
@@ -405,6 +411,9 @@ class Client(Closing):
             pause = min(pause * 2, RECONNECT_MAX_WAIT_S)
             try:
                 self.redis.ping()
+            except AuthenticationError as refused:
+                # Redis came back with other credentials: waiting longer cannot help.
+                raise credentials_refused(self.settings.redis, refused) from None
             except (RedisConnectionError, RedisTimeoutError) as retry_error:
                 log.debug("Redis at %s still unreachable: %s", url, type(retry_error).__name__)
                 continue
@@ -440,6 +449,8 @@ class Client(Closing):
         """Report a lost or unreachable server as :class:`RedisUnavailableError`."""
         try:
             yield
+        except AuthenticationError as error:
+            raise credentials_refused(self.settings.redis, error) from None
         except (RedisConnectionError, RedisTimeoutError) as error:
             reason = redact_secrets(str(error), self.settings.redis)
             raise RedisUnavailableError(

@@ -164,17 +164,23 @@ def connect(settings: RedisSettings, *, check: bool = True) -> Redis:
             client.ping()
         except AuthenticationError as error:
             client.close()
-            raise RedisAuthenticationError(
-                f"Redis at {redact_url(settings.url)} refused the credentials "
-                f"({redact_secrets(str(error), settings)}); check SENTIQ_REDIS_PASSWORD_FILE, "
-                "SENTIQ_REDIS_PASSWORD and the URL's user and password"
-            ) from None
+            raise credentials_refused(settings, error) from None
         except RedisError as error:
             client.close()
             raise RedisUnavailableError(
                 f"cannot reach Redis at {redact_url(settings.url)}: {redact_secrets(str(error), settings)}"
             ) from None
     return client
+
+
+def credentials_refused(settings: RedisSettings, error: AuthenticationError) -> RedisAuthenticationError:
+    """The error for Redis refusing ``settings``' credentials (at connect or on a reconnect, say
+    after Redis restarted with another password); its message never names the password."""
+    return RedisAuthenticationError(
+        f"Redis at {redact_url(settings.url)} refused the credentials "
+        f"({redact_secrets(str(error), settings)}); check SENTIQ_REDIS_PASSWORD_FILE, "
+        "SENTIQ_REDIS_PASSWORD and the URL's user and password"
+    )
 
 
 def eviction_problem(client: Redis) -> str | None:

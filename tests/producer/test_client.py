@@ -354,6 +354,39 @@ def test_password_protected_redis(settings: Settings) -> None:
         assert exit_code_for(caught.value) == EXIT_USAGE
 
 
+def test_a_redis_back_with_another_password_is_refused_at_once_not_waited_for(settings: Settings) -> None:
+    with EmbeddedRedis(password="first-pass") as server:
+        on_server = with_redis(settings, url=server.url)
+        admin = Redis.from_url(server.url)
+        try:
+            with Client.from_settings(on_server) as client:
+                ids = client.submit(["before the change"])
+                outcome: dict[str, BaseException] = {}
+
+                def wait() -> None:
+                    try:
+                        client.results(ids, timeout=120)
+                    except BaseException as error:
+                        outcome["error"] = error
+
+                waiter = threading.Thread(target=wait, name="waiter", daemon=True)
+                waiter.start()
+                time.sleep(0.5)  # the waiter is blocked in XREAD now
+                # What a restart with a new password looks like to the client: its connections
+                # drop and new ones are refused.
+                admin.config_set("requirepass", "second-pass")
+                admin.client_kill_filter(_type="normal", skipme=True)
+                waiter.join(timeout=30)
+                assert not waiter.is_alive(), "the waiter kept retrying refused credentials"
+                assert isinstance(outcome.get("error"), RedisAuthenticationError), outcome
+                with pytest.raises(RedisAuthenticationError) as caught:
+                    client.submit(["after the change"])
+                for error in (outcome["error"], caught.value):
+                    assert "first-pass" not in str(error) and "second-pass" not in str(error)
+        finally:
+            admin.close()
+
+
 def wait_for_server(url: str, process: subprocess.Popen[bytes], timeout_s: float = 10) -> None:
     """Return once the redis-server ``process`` answers PING on ``url``; raise if it died or is late."""
     deadline = time.monotonic() + timeout_s
