@@ -23,10 +23,16 @@ def worker_env(settings: Settings, ready_file: Path, **extra: str) -> dict[str, 
 
 
 class WorkerProcess(worker_processes.WorkerProcess):
-    """One worker subprocess with its log file and ready file; ``env`` given as keyword arguments."""
+    """One worker subprocess with its log file and ready file; ``env`` given as keyword arguments.
+
+    Its name ends with the test's queue name: RQ worker names are global on a Redis, and
+    ``make test`` runs tests side by side (two tests' ``victim`` workers would collide).
+    """
 
     def __init__(self, settings: Settings, folder: Path, name: str, *args: str, **env: str) -> None:
-        super().__init__(settings, folder, name, *args, env=env, cwd=REPO_ROOT)
+        namespace = settings.queue.name
+        unique = name if name.endswith(namespace) else f"{name}-{namespace}"
+        super().__init__(settings, folder, unique, *args, env=env, cwd=REPO_ROOT)
 
 
 @contextlib.contextmanager
