@@ -386,6 +386,8 @@ class Client(Closing):
                     if pending and time.monotonic() >= next_refetch:
                         arrived.extend(_take(self._fetch(list(pending)), pending))
                         next_refetch = time.monotonic() + self.refetch_interval_s
+            except AuthenticationError as error:
+                raise credentials_refused(error, self.settings.redis) from None
             except (RedisConnectionError, RedisTimeoutError) as error:
                 self._reconnect(error, deadline, timeout_s)
                 cursor = None
@@ -413,7 +415,7 @@ class Client(Closing):
                 self.redis.ping()
             except AuthenticationError as refused:
                 # Redis came back with other credentials: waiting longer cannot help.
-                raise credentials_refused(self.settings.redis, refused) from None
+                raise credentials_refused(refused, self.settings.redis) from None
             except (RedisConnectionError, RedisTimeoutError) as retry_error:
                 log.debug("Redis at %s still unreachable: %s", url, type(retry_error).__name__)
                 continue
@@ -450,7 +452,7 @@ class Client(Closing):
         try:
             yield
         except AuthenticationError as error:
-            raise credentials_refused(self.settings.redis, error) from None
+            raise credentials_refused(error, self.settings.redis) from None
         except (RedisConnectionError, RedisTimeoutError) as error:
             reason = redact_secrets(str(error), self.settings.redis)
             raise RedisUnavailableError(

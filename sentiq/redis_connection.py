@@ -164,7 +164,7 @@ def connect(settings: RedisSettings, *, check: bool = True) -> Redis:
             client.ping()
         except AuthenticationError as error:
             client.close()
-            raise credentials_refused(settings, error) from None
+            raise credentials_refused(error, settings) from None
         except RedisError as error:
             client.close()
             raise RedisUnavailableError(
@@ -173,12 +173,16 @@ def connect(settings: RedisSettings, *, check: bool = True) -> Redis:
     return client
 
 
-def credentials_refused(settings: RedisSettings, error: AuthenticationError) -> RedisAuthenticationError:
-    """The error for Redis refusing ``settings``' credentials (at connect or on a reconnect, say
-    after Redis restarted with another password); its message never names the password."""
+def credentials_refused(
+    error: AuthenticationError, settings: RedisSettings | None = None
+) -> RedisAuthenticationError:
+    """The error for Redis refusing the credentials (at connect, or on a reconnect after Redis
+    came back with another password), naming ``settings``' URL when given; its message never
+    names the password (redis-py's reasons do not quote it)."""
+    where = "Redis" if settings is None else f"Redis at {redact_url(settings.url)}"
+    reason = str(error) if settings is None else redact_secrets(str(error), settings)
     return RedisAuthenticationError(
-        f"Redis at {redact_url(settings.url)} refused the credentials "
-        f"({redact_secrets(str(error), settings)}); check SENTIQ_REDIS_PASSWORD_FILE, "
+        f"{where} refused the credentials ({reason}); check SENTIQ_REDIS_PASSWORD_FILE, "
         "SENTIQ_REDIS_PASSWORD and the URL's user and password"
     )
 

@@ -25,7 +25,13 @@ from pathlib import Path
 from types import FrameType
 
 import sentiq
-from sentiq.errors import EXIT_INTERRUPTED, RedisUnavailableError, SentiqError, exit_code_for
+from sentiq.errors import (
+    EXIT_INTERRUPTED,
+    RedisAuthenticationError,
+    RedisUnavailableError,
+    SentiqError,
+    exit_code_for,
+)
 from sentiq.redis_connection import connect, redact_url
 from sentiq.settings import Settings, load_settings
 from stack.embedded_redis import EmbeddedRedis
@@ -41,13 +47,18 @@ def say(message: str) -> None:
 
 @contextlib.contextmanager
 def redis_for_demo(settings: Settings) -> Iterator[str]:
-    """The configured Redis when ``SENTIQ_REDIS_URL`` was set and answers, else a private one."""
+    """The configured Redis when ``SENTIQ_REDIS_URL`` was set and answers, else a private one.
+
+    Refused credentials are an error (exit 2), not a reason to fall back.
+    """
     if "url" in settings.redis.model_fields_set:
         try:
             connect(settings.redis).close()
             say(f"using Redis at {redact_url(settings.redis.url)}")
             yield settings.redis.url
             return
+        except RedisAuthenticationError:
+            raise  # that Redis is there and meant: a private one would hide the wrong password
         except RedisUnavailableError as error:
             say(f"{error}; starting a private redis-server instead")
     with EmbeddedRedis() as server:

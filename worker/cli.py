@@ -35,7 +35,14 @@ from sentiq.errors import (
     RedisUnavailableError,
     SentiqError,
 )
-from sentiq.redis_connection import connect, eviction_problem, redact_secrets, redact_url, url_has_password
+from sentiq.redis_connection import (
+    connect,
+    credentials_refused,
+    eviction_problem,
+    redact_secrets,
+    redact_url,
+    url_has_password,
+)
 from sentiq.settings import (
     PRECISION_OF_DTYPE,
     PRECISIONS,
@@ -58,7 +65,8 @@ exit status (the same for python -m worker, producer and training):
        by a worker that died less than its registration TTL ago; a supervisor may retry
   {EXIT_USAGE}    bad input or configuration: an invalid option or SENTIQ_* setting, a Redis URL
        that is not redis://, rediss:// or unix://, a model folder that is missing or does not
-       load, a Redis that may evict keys (see SENTIQ_REDIS_ALLOW_EVICTION); retrying cannot help
+       load, a Redis that may evict keys (see SENTIQ_REDIS_ALLOW_EVICTION), Redis refusing the
+       password (at start or later: the password is read once); retrying cannot help
   {EXIT_INTERRUPTED}  interrupted (Ctrl-C) while starting
 
 Every start-up failure is one 'error: ...' line on stderr; --log-level DEBUG adds the traceback.
@@ -291,6 +299,9 @@ def _serve(
     # handler, so a stop right after "ready" is a warm shutdown rather than the default kill.
     try:
         worker.work(burst=burst, logging_level=settings.worker.log_level.upper())
+        if worker.credentials_refused is not None:
+            # RQ's loop ends on it without raising: exit 2, as at start-up.
+            raise worker.credentials_refused
     except ValueError:
         # RQ's register_birth refuses a taken name with a ValueError; another worker can take the
         # name while this one loads its model.
@@ -317,6 +328,9 @@ def describe_failure(error: Exception, settings: Settings) -> tuple[str, int]:
         message, code = str(error), EXIT_USAGE
     elif isinstance(error, SentiqError):
         message = str(error)
+    elif isinstance(error, AuthenticationError):
+        # Refused by a step after the first PING (CONFIG GET, registering the worker).
+        message, code = str(credentials_refused(error, settings.redis)), EXIT_USAGE
     elif isinstance(error, RedisError):
         message = f"Redis at {redact_url(settings.redis.url)}: {type(error).__name__}: {error}"
     else:

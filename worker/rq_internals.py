@@ -29,10 +29,10 @@ from typing import Any, NamedTuple, cast
 
 from redis import Redis
 from redis.client import Pipeline
+from redis.exceptions import AuthenticationError, WatchError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import OutOfMemoryError as RedisOutOfMemoryError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from redis.exceptions import WatchError
 from rq import Queue
 from rq.exceptions import NoSuchJobError, StopRequested
 from rq.executions import Execution
@@ -45,6 +45,7 @@ from rq.worker import BaseWorker, WorkerStatus
 
 from sentiq.contract import CLASSIFY_TASK, MAX_JOB_DATA_BYTES
 from sentiq.errors import ForbiddenTaskError, UnreadableJobError
+from sentiq.redis_connection import credentials_refused
 
 log = logging.getLogger(__name__)
 
@@ -280,7 +281,11 @@ class SentiqQueue(Queue):
         names it, so the stop can put it back at once.
         """
         _LAST_DEQUEUED.set(None)
-        result = super().dequeue_any(*args, **kwargs)
+        try:
+            result = super().dequeue_any(*args, **kwargs)
+        except AuthenticationError as error:
+            # A ConnectionError, which RQ's dequeue retries for ever: refused credentials end the worker.
+            raise credentials_refused(error) from None
         if result is not None:
             _LAST_DEQUEUED.set((result[0].id, result[1]))
         return result

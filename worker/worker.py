@@ -36,6 +36,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
+from redis.exceptions import AuthenticationError
 from rq import Queue, SimpleWorker
 from rq.exceptions import AbandonedJobError, DeserializationError, NoSuchJobError, StopRequested
 from rq.executions import Execution
@@ -45,7 +46,8 @@ from rq.utils import now
 from rq.worker import WorkerStatus
 
 from sentiq.contract import CLASSIFY_TASK, JobPayload, Prediction, error_result_id
-from sentiq.errors import ForbiddenTaskError, MalformedJobError, UnreadableJobError
+from sentiq.errors import ForbiddenTaskError, MalformedJobError, RedisAuthenticationError, UnreadableJobError
+from sentiq.redis_connection import credentials_refused
 from sentiq.settings import QueueSettings, WorkerSettings
 from sentiq.worker_info import WorkerInfo, WorkerInfoPublisher
 from worker.healthcheck import idle_heartbeat_interval
@@ -190,6 +192,8 @@ class SentiqWorker(SimpleWorker):
         super().__init__([safe_queue(queue) for queue in queues], **kwargs)
         self.classifier = classifier
         self.settings = settings
+        #: Set once Redis refused this worker's credentials: it stops, and the CLI exits 2.
+        self.credentials_refused: RedisAuthenticationError | None = None
         self._heartbeats = HeartbeatThread(max(1.0, settings.heartbeat_ttl_s / 3))
         #: Whether batches overlap: passes on the model thread while the next batch starts.
         self.overlap_batches = settings.overlap_batches == "on" or (
@@ -252,6 +256,10 @@ class SentiqWorker(SimpleWorker):
         try:
             super().heartbeat(timeout, pipeline)
             self.info.record(0)
+        except AuthenticationError as error:
+            # Not alive for long: the ready file is no longer touched, the next dequeue stops it.
+            self._refused(credentials_refused(error))
+            return
         except TRANSIENT_REDIS_ERRORS as error:
             self.metrics.redis_reconnect("heartbeat")
             log.warning("worker heartbeat skipped, Redis unavailable: %s", error)
@@ -376,6 +384,8 @@ class SentiqWorker(SimpleWorker):
         """
         while True:
             forget_dequeued()
+            if self.credentials_refused is not None:
+                raise StopRequested()  # RQ's loop ends quietly; the CLI reports the refusal
             try:
                 dequeued = super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
                 if dequeued is not None:
@@ -389,6 +399,10 @@ class SentiqWorker(SimpleWorker):
                 raise
             except TRANSIENT_REDIS_ERRORS:
                 raise
+            except RedisAuthenticationError as refused:
+                # RQ's loop ends quietly on a stop; the CLI reports the refusal (exit 2).
+                self._refused(refused)
+                raise StopRequested() from None
             except Exception as error:
                 # An unreadable job (the error names it), or a step after the dequeue that failed.
                 taken = dequeued_job_error(error)
@@ -835,17 +849,36 @@ class SentiqWorker(SimpleWorker):
 
     def _until_redis_answers(self, step: str, action: Callable[[], _T]) -> _T:
         """Run ``action``, retrying with capped backoff for as long as Redis is unavailable."""
-        return until_redis_answers(step, action, on_retry=lambda: self.metrics.redis_reconnect(step))
+        try:
+            return until_redis_answers(step, action, on_retry=lambda: self.metrics.redis_reconnect(step))
+        except RedisAuthenticationError as refused:
+            self._refused(refused)
+            raise
+
+    def _refused(self, error: RedisAuthenticationError) -> None:
+        """Remember that Redis refused the credentials; the worker's next dequeue stops it.
+
+        The password is read once, at start: only a restart (with the right one) can help. Jobs
+        this worker started are retried by other workers once their heartbeats expire.
+        """
+        if self.credentials_refused is None:
+            log.error("%s; this worker stops", error)
+            self.credentials_refused = error
 
 
 def until_redis_answers(
     step: str, action: Callable[[], _T], on_retry: Callable[[], None] | None = None
 ) -> _T:
-    """Run ``action``, retrying with capped backoff (0.5 s doubling to 5 s) while Redis is away."""
+    """Run ``action``, retrying with capped backoff (0.5 s doubling to 5 s) while Redis is away.
+
+    Refused credentials raise :class:`~sentiq.errors.RedisAuthenticationError` at once.
+    """
     delay = 0.5
     while True:
         try:
             return action()
+        except AuthenticationError as error:
+            raise credentials_refused(error) from None  # retrying cannot help
         except TRANSIENT_REDIS_ERRORS as error:
             if on_retry is not None:
                 on_retry()

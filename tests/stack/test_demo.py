@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from redis import Redis
 
+from stack.embedded_redis import EmbeddedRedis
 from stack.namespace import delete_namespace
 from tests.conftest import REPO_ROOT
 
@@ -56,16 +57,21 @@ def _is_zombie(pid: int) -> bool:
         return True
 
 
-def test_demo_runs_to_its_summary_on_a_private_redis(demo_env: dict[str, str]) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "stack.demo", "--count", "40"],
+def run_demo(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """``python -m stack.demo ARGS`` to its end, with ``env``."""
+    return subprocess.run(
+        [sys.executable, "-m", "stack.demo", *args],
         cwd=REPO_ROOT,
-        env=demo_env,
+        env=env,
         capture_output=True,
         text=True,
         timeout=300,
         check=False,
     )
+
+
+def test_demo_runs_to_its_summary_on_a_private_redis(demo_env: dict[str, str]) -> None:
+    result = run_demo(demo_env, "--count", "40")
     assert result.returncode == 0, result.stderr
     assert "started a private redis-server" in result.stderr
     assert "reviews:     40 (0 error(s))" in result.stdout
@@ -77,18 +83,19 @@ def test_demo_runs_to_its_summary_on_a_private_redis(demo_env: dict[str, str]) -
 
 
 def test_demo_uses_a_reachable_configured_redis(demo_env: dict[str, str], redis_url: str) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "stack.demo", "--count", "10", "--workers", "1"],
-        cwd=REPO_ROOT,
-        env={**demo_env, "SENTIQ_REDIS_URL": redis_url},
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    result = run_demo({**demo_env, "SENTIQ_REDIS_URL": redis_url}, "--count", "10", "--workers", "1")
     assert result.returncode == 0, result.stderr
     assert "using Redis at" in result.stderr
     assert "private redis-server" not in result.stderr
+
+
+def test_demo_refuses_a_configured_redis_that_refuses_its_password(demo_env: dict[str, str]) -> None:
+    with EmbeddedRedis(password="demo-s3cret") as server:
+        wrong = server.url.replace("demo-s3cret", "wrong-s3cret")
+        result = run_demo({**demo_env, "SENTIQ_REDIS_URL": wrong}, "--count", "10", "--workers", "1")
+    assert result.returncode == 2, result.stderr
+    assert "refused the credentials" in result.stderr
+    assert "private redis-server" not in result.stderr and "s3cret" not in result.stderr
 
 
 def test_ctrl_c_stops_everything_the_demo_started(demo_env: dict[str, str], tmp_path: Path) -> None:

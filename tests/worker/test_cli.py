@@ -16,9 +16,10 @@ from pathlib import Path
 
 import pytest
 from redis import Redis
+from redis.exceptions import AuthenticationError
 from rq import Worker
 
-from sentiq.errors import ModelLoadError
+from sentiq.errors import ModelLoadError, RedisAuthenticationError
 from sentiq.settings import Settings
 from stack.embedded_redis import EmbeddedRedis, free_port
 from tests.support.workers import REPO_ROOT, WorkerProcess, worker_env
@@ -34,6 +35,7 @@ from worker.cli import (
     settings_from_args,
 )
 from worker.model import SentimentModel
+from worker.worker import until_redis_answers
 
 PASSWORD = "Xq7-not-in-any-log"
 TIMEOUT_S = 180
@@ -109,6 +111,47 @@ def test_a_worker_started_before_its_redis_waits_for_it(settings: Settings, tmp_
             assert worker.stop() == 0
     finally:
         worker.stop(signal.SIGKILL)
+
+
+def test_a_running_worker_whose_credentials_redis_starts_refusing_exits_2(
+    settings: Settings, tmp_path: Path
+) -> None:
+    # Redis came back with another password: the worker read its own once, so it stops (exit 2,
+    # no retrying for ever while its healthcheck says ready); a restart with the new one helps.
+    with EmbeddedRedis(password=PASSWORD) as server:
+        url = f"redis://127.0.0.1:{server.port}/0"
+        worker = WorkerProcess(
+            settings, tmp_path, "refused", "--redis-url", url, SENTIQ_REDIS_PASSWORD=PASSWORD
+        )
+        admin = Redis.from_url(server.url)
+        try:
+            worker.wait_ready(timeout_s=60)
+            admin.config_set("requirepass", "another-" + PASSWORD)
+            admin.client_kill_filter(_type="normal", skipme=True)
+            code = worker.stop(None, timeout_s=60)
+        finally:
+            worker.stop(signal.SIGKILL)
+            admin.close()
+    log = worker.log
+    assert code == EXIT_USAGE, log
+    assert log.rstrip().splitlines()[-1].startswith("error: Redis refused the credentials"), log
+    assert "Traceback" not in log and PASSWORD not in log
+    assert not worker.ready_file.exists()
+
+
+def test_refused_credentials_are_not_waited_for_at_any_step(settings: Settings) -> None:
+    attempts: list[int] = []
+
+    def refused() -> None:
+        attempts.append(1)
+        raise AuthenticationError("invalid username-password pair or user is disabled.")
+
+    with pytest.raises(RedisAuthenticationError, match="refused the credentials"):
+        until_redis_answers("register the worker", refused)
+    assert len(attempts) == 1
+    # A refusal from a step after the first PING that nothing converted still exits 2.
+    message, status = describe_failure(AuthenticationError("Authentication required."), settings)
+    assert status == EXIT_USAGE and "refused the credentials" in message
 
 
 def test_invalid_settings_name_the_setting(settings: Settings, tmp_path: Path) -> None:
