@@ -22,7 +22,7 @@ from rq import Worker
 from rq.serializers import JSONSerializer
 
 from sentiq.errors import ConfigurationError
-from sentiq.redis_connection import read_password, redact_url
+from sentiq.redis_connection import connect, read_password, redact_url
 from sentiq.settings import Settings
 
 if TYPE_CHECKING:
@@ -82,8 +82,13 @@ def create_app(settings: Settings, *, allow_delete: bool = False, url_prefix: st
 
 
 def serve(settings: Settings, host: str, port: int, *, allow_delete: bool = False) -> None:
-    """Run the dashboard on ``host:port`` until interrupted (Flask's own server)."""
+    """Run the dashboard on ``host:port`` until interrupted (Flask's own server).
+
+    Redis is pinged first: a wrong password or an unreachable server fails here (exit 2 or 1),
+    not on every page.
+    """
     app = create_app(settings, allow_delete=allow_delete)
+    connect(settings.redis).close()
     print(
         f"rq-dashboard for {redact_url(settings.redis.url)} on http://{host}:{port}/",
         file=sys.stderr,

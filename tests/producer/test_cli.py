@@ -66,6 +66,27 @@ def assert_clean_error(result: subprocess.CompletedProcess[str], code: int, mess
     assert f"error: {message}" in result.stderr
 
 
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["get", "x"],
+        ["status"],
+        ["classify", "a review"],
+        ["dashboard", "--port", "0"],
+        ["exporter", "--port", "0"],
+    ],
+)
+def test_refused_credentials_exit_2_at_once_for_every_command(
+    settings: Settings, tmp_path: Path, command: list[str]
+) -> None:
+    with EmbeddedRedis(password="cli-right-pass") as server:
+        wrong = server.url.replace("cli-right-pass", "cli-wrong-pass")
+        result = run_cli(settings, *command, cwd=tmp_path, timeout=60, extra_env={"SENTIQ_REDIS_URL": wrong})
+    assert_clean_error(result, 2, "Redis at redis://:***@127.0.0.1:")
+    assert "refused the credentials" in result.stderr
+    assert "cli-wrong-pass" not in result.stderr + result.stdout
+
+
 def test_help(settings: Settings, tmp_path: Path) -> None:
     result = run_cli(settings, "--help", cwd=tmp_path)
     assert result.returncode == 0
