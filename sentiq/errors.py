@@ -40,7 +40,8 @@ class RedisUnavailableError(SentiqError):
 
 
 class RedisAuthenticationError(RedisUnavailableError, ConfigurationError):
-    """Raised when Redis refused the credentials: a wrong or missing password, an unknown ACL user.
+    """Raised when Redis refused the credentials (a wrong or missing password, an unknown ACL user)
+    or refused the ACL user a command it needs (``NOPERM``).
 
     Retrying cannot help, so a starting worker does not wait for this Redis and the CLIs exit with
     :data:`EXIT_USAGE`. Its message never contains the password.

@@ -18,7 +18,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 from redis import ConnectionPool, Redis
 from redis.connection import parse_url
-from redis.exceptions import AuthenticationError, RedisError, ResponseError
+from redis.exceptions import AuthenticationError, NoPermissionError, RedisError, ResponseError
 
 from sentiq.errors import (
     ConfigurationError,
@@ -165,6 +165,13 @@ def connect(settings: RedisSettings, *, check: bool = True) -> Redis:
         except AuthenticationError as error:
             client.close()
             raise credentials_refused(error, settings) from None
+        except NoPermissionError as error:
+            client.close()
+            raise RedisAuthenticationError(
+                f"Redis at {redact_url(settings.url)} refused this user PING "
+                f"({redact_secrets(str(error), settings)}); sentiq needs an ACL user that may run "
+                "RQ's commands (for example +@all -@dangerous on ~* and &*)"
+            ) from None
         except RedisError as error:
             client.close()
             raise RedisUnavailableError(

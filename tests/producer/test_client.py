@@ -354,6 +354,19 @@ def test_password_protected_redis(settings: Settings) -> None:
         assert exit_code_for(caught.value) == EXIT_USAGE
 
 
+def test_an_acl_user_refused_ping_is_a_configuration_error_not_an_outage(settings: Settings) -> None:
+    with EmbeddedRedis() as server:
+        admin = Redis.from_url(server.url)
+        admin.acl_setuser(
+            "limited", enabled=True, passwords=["+limited-pass"], keys="~*", commands=["+@all", "-ping"]
+        )
+        admin.close()
+        limited = server.url.replace("redis://", "redis://limited:limited-pass@")
+        with pytest.raises(RedisAuthenticationError, match="refused this user PING") as caught:
+            Client(limited, settings=settings)
+    assert exit_code_for(caught.value) == EXIT_USAGE and "limited-pass" not in str(caught.value)
+
+
 def test_a_redis_back_with_another_password_is_refused_at_once_not_waited_for(settings: Settings) -> None:
     with EmbeddedRedis(password="first-pass") as server:
         on_server = with_redis(settings, url=server.url)
