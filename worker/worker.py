@@ -566,11 +566,18 @@ class SentiqWorker(SimpleWorker):
 
     @staticmethod
     def _unless_it_fails(step: Callable[[], _T]) -> _T | None:
-        """``step()``, or None once an unexpected error it raised is logged (a stop goes through)."""
+        """``step()``, or None once an unexpected error it raised is logged (a stop goes through).
+
+        Refused credentials are not unexpected: logged once where they were recorded
+        (:meth:`_refused`), they end the worker at its next dequeue, and its jobs are recovered
+        as those of any stopped worker.
+        """
         try:
             return step()
         except StopRequested:
             raise
+        except RedisAuthenticationError:
+            return None
         except Exception:
             log.exception(
                 "a batch step failed unexpectedly; jobs it started are recovered after their heartbeats "
@@ -668,6 +675,8 @@ class SentiqWorker(SimpleWorker):
                         marker,
                     ),
                 )
+            except RedisAuthenticationError:
+                raise  # failing the jobs would be refused too; they are retried once their heartbeats expire
             except Exception:
                 exc_info = _exc_info()
                 log.exception("could not publish the results of %d job(s)", len(admitted))
