@@ -494,6 +494,9 @@ class SentiqWorker(SimpleWorker):
                 wanted = 1  # waiting for a job to arrive: one LMOVE a look, not a take's worth
             try:
                 dequeued = dequeue_jobs(self._ordered_queues, wanted, self.connection)
+            except AuthenticationError as error:
+                self._refused(credentials_refused(error))  # not an outage: logged once, then it stops
+                break
             except TRANSIENT_REDIS_ERRORS as error:
                 self.metrics.redis_reconnect("gather jobs")
                 log.warning("stopped gathering jobs, Redis unavailable: %s", error)

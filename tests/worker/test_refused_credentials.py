@@ -232,6 +232,7 @@ def test_a_worker_refused_while_it_gathers_exits_2_and_loses_nothing(
         since = change_password(admin)
         assert admin.llen(held) == 1, worker.log  # still gathering: not started yet
         assert_refused_cleanly(worker, since, f"gathering, overlap {overlap}")
+        assert "stopped gathering jobs, Redis unavailable" not in worker.log  # a refusal, not an outage
     # Left in the intermediate list: the sweep puts it back after a heartbeat TTL.
     assert_answered_once_after_restart(settings, server, tmp_path, ids)
 
