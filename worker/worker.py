@@ -251,13 +251,14 @@ class SentiqWorker(SimpleWorker):
         """RQ's worker heartbeat, plus touching the ready file that container healthchecks read.
 
         While Redis is away the heartbeat is skipped (and logged): the worker is alive and will
-        reconnect, so the ready file is still touched.
+        reconnect, so the ready file is still touched. When Redis refuses the credentials it is
+        not: the refusal is recorded (:meth:`_refused`), the ready file is left to go stale, and
+        the next dequeue stops the worker.
         """
         try:
             super().heartbeat(timeout, pipeline)
             self.info.record(0)
         except AuthenticationError as error:
-            # Not alive for long: the ready file is no longer touched, the next dequeue stops it.
             self._refused(credentials_refused(error))
             return
         except TRANSIENT_REDIS_ERRORS as error:
