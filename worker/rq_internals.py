@@ -287,17 +287,81 @@ class SentiqQueue(Queue):
             # A ConnectionError, which RQ's dequeue retries for ever: refused credentials end the worker.
             raise credentials_refused(error) from None
         if result is not None:
-            _LAST_DEQUEUED.set((result[0].id, result[1]))
+            _LAST_DEQUEUED.set((result[0].id, result[1].key, result[1].connection))
         return result
 
+    # RQ's dequeue moves (one queue) or pops (several) the id, then builds the queue and fetches the
+    # job: a stop signal in between used to leave the id unnamed, so the job waited a heartbeat TTL
+    # in the intermediate list, or was in no list at all once popped. The id is remembered as soon
+    # as Redis hands it over; only the few bytecodes of returning from that call remain unguarded.
 
-#: What SentiqQueue.dequeue_any took last in this thread (context), until the next dequeue.
-_LAST_DEQUEUED: ContextVar[tuple[str, Queue] | None] = ContextVar("sentiq_last_dequeued", default=None)
+    @classmethod
+    def lmove(cls, connection: Redis, queue_key: str, timeout: int | None) -> Any:
+        """RQ's move of the queue's first id into its intermediate list, remembered at once."""
+        return _remember_taken(connection, super().lmove(connection, queue_key, timeout))
+
+    @classmethod
+    def lpop(cls, queue_keys: Sequence[str], timeout: int | None, connection: Redis | None = None) -> Any:
+        """RQ's pop of the first id of the first non-empty queue, remembered at once."""
+        result = super().lpop(queue_keys, timeout, connection=connection)
+        return result if connection is None else _remember_taken(connection, result)
+
+    @classmethod
+    def _fetch_dequeued_job(  # noqa: PLR0917 (RQ's signature)
+        cls,
+        connection: Redis,
+        queue_key: str,
+        job_id: str,
+        job_class: type[Job] | None = None,
+        serializer: Any = None,
+        death_penalty_class: Any = None,
+    ) -> tuple[Job, Queue] | None:
+        """RQ's fetch of the job it took; ``None`` (its record is gone) forgets the id again."""
+        fetched = super()._fetch_dequeued_job(
+            connection,
+            queue_key,
+            job_id,
+            job_class=job_class,
+            serializer=serializer,
+            death_penalty_class=death_penalty_class,
+        )
+        if fetched is None:
+            _LAST_DEQUEUED.set(None)  # RQ dequeues again; the sweep drops the id of a missing record
+        return fetched
+
+
+def _remember_taken(connection: Redis, taken: Any) -> Any:
+    """Remember the ``(queue key, job id)`` RQ's move or pop returned as :func:`last_dequeued`.
+
+    An id that is not UTF-8 is not remembered: RQ fails on it right after, and the dequeue's
+    error handling deals with it as before.
+    """
+    if taken is None:
+        return None
+    try:
+        queue_key, job_id = (part.decode() if isinstance(part, bytes) else str(part) for part in taken)
+    except UnicodeDecodeError:
+        return taken
+    _LAST_DEQUEUED.set((job_id, queue_key, connection))
+    return taken
+
+
+#: What SentiqQueue.dequeue_any took last in this thread (context), until the next dequeue: the job
+#: id, its queue's key and the connection (the queue is built when asked for: nothing but the
+#: record happens between Redis handing the id over and the id being remembered).
+_LAST_DEQUEUED: ContextVar[tuple[str, str, Redis] | None] = ContextVar("sentiq_last_dequeued", default=None)
 
 
 def last_dequeued() -> tuple[str, Queue] | None:
     """The id and queue of the job the last :meth:`SentiqQueue.dequeue_any` of this thread took."""
-    return _LAST_DEQUEUED.get()
+    taken = _LAST_DEQUEUED.get()
+    if taken is None:
+        return None
+    job_id, queue_key, connection = taken
+    queue = SentiqQueue.from_queue_key(
+        queue_key, connection=connection, job_class=SentiqJob, serializer=JSONSerializer
+    )
+    return job_id, queue
 
 
 def forget_dequeued() -> None:

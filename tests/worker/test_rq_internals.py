@@ -79,6 +79,21 @@ def test_private_methods_the_worker_calls() -> None:
     # could strand the job.
     dequeue = inspect.getsource(BaseWorker.dequeue_job_and_maintain_ttl)
     assert "self.queue_class.dequeue_any(" in dequeue
+    # ... and it remembers the id as soon as RQ's move or pop hands it over, before RQ builds the
+    # queue and fetches the job: the class methods SentiqQueue wraps, called in this order.
+    assert parameters(Queue.lmove) == ["connection", "queue_key", "timeout"]
+    assert parameters(Queue.lpop) == ["queue_keys", "timeout", "connection"]
+    assert parameters(Queue._fetch_dequeued_job) == [
+        "connection",
+        "queue_key",
+        "job_id",
+        "job_class",
+        "serializer",
+        "death_penalty_class",
+    ]
+    any_queue = inspect.getsource(Queue.dequeue_any)
+    steps = ("cls.lmove(", "cls.lpop(", "cls._fetch_dequeued_job(")
+    assert [any_queue.index(step) for step in steps] == sorted(any_queue.index(step) for step in steps)
     set_state = inspect.getsource(BaseWorker.set_state)
     assert set_state.index("self._state = state") < set_state.index("connection.hset(")
     # stop_requested reads the flag RQ's warm shutdown sets on a busy worker.

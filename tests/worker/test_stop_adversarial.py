@@ -34,7 +34,7 @@ from tests.worker.test_dequeue_several_queues import low  # noqa: F401 (a fixtur
 from tests.worker.test_trust import write_raw_job
 from worker import worker as worker_module
 from worker.model import SentimentModel
-from worker.rq_internals import intermediate_job_ids, last_dequeued
+from worker.rq_internals import SentiqQueue, intermediate_job_ids, last_dequeued
 from worker.worker import SentiqWorker
 
 
@@ -68,12 +68,15 @@ def signal_at(  # noqa: PLR0917
     only_if: Callable[..., bool] = lambda *args, **kwargs: True,
 ) -> list[str]:
     """Run the stop signal once, ``before`` or ``after`` ``owner.name``, the first time it is called
-    with a job just dequeued (and ``only_if`` its arguments)."""
+    with a job just dequeued (and ``only_if`` its arguments). Steps inside RQ's dequeue are armed
+    the first time they run at all: whether the worker knows what it took there is the question."""
     real = getattr(owner, name)
     signalled: list[str] = []
+    inside_dequeue = name in INSIDE_RQS_DEQUEUE
 
     def wrapped(*args: Any, **kwargs: Any) -> Any:
-        armed = not signalled and last_dequeued() is not None and only_if(*args, **kwargs)
+        taken = inside_dequeue or last_dequeued() is not None
+        armed = not signalled and taken and only_if(*args, **kwargs)
         if armed and when == "before":
             signalled.append(name)
             stop(worker)
@@ -87,7 +90,12 @@ def signal_at(  # noqa: PLR0917
     return signalled
 
 
+#: RQ's dequeue between taking the id (its move or pop) and returning the job.
+INSIDE_RQS_DEQUEUE = ("_fetch_dequeued_job",)
+
 STEPS = [
+    # Inside RQ's dequeue: the id taken (moved or popped), the queue and job not built yet.
+    ("fetch", SentiqQueue, "_fetch_dequeued_job", "before"),
     # RQ's own steps after its dequeue, the worker idle.
     ("version", SentiqWorker, "get_redis_server_version", "before"),
     ("heartbeat", SentiqWorker, "heartbeat", "before"),
