@@ -37,6 +37,7 @@ from worker.rq_internals import (
     finish_jobs,
     intermediate_queue_key,
     job_key,
+    last_dequeued,
     rq_dequeue_moves,
     safe_queue,
     start_jobs,
@@ -511,6 +512,29 @@ def test_a_dequeued_job_that_is_gone_is_passed_over_and_an_unreadable_one_comes_
         assert "job-id charset" in str(errors[2])
     finally:
         _forget_queues(redis_client, [queue], [good, gone, garbage, too_big, a_string])
+
+
+@pytest.mark.parametrize("several", [False, True], ids=["moved", "popped"])
+def test_rqs_dequeue_remembers_what_it_took_and_forgets_a_job_whose_record_is_gone(
+    redis_client: Redis, several: bool
+) -> None:
+    stamp = time.time_ns()
+    queue = _queue(redis_client, f"remember-{stamp}")
+    queues = [queue, _queue(redis_client, f"remember-low-{stamp}")] if several else [queue]
+    gone, kept, last = _queued(queue, 3, "r")
+    redis_client.delete(job_key(gone), job_key(last))
+    try:
+        taken = SentiqQueue.dequeue_any(
+            queues, None, connection=redis_client, job_class=SentiqJob, serializer=JSONSerializer
+        )
+        assert taken is not None and taken[0].id == kept  # the missing record was passed over
+        remembered = last_dequeued()
+        assert remembered is not None and remembered[0] == kept and remembered[1].key == queue.key
+        # Only a missing record is left: RQ passes over it and finds nothing; nothing to put back.
+        assert SentiqQueue.dequeue_any(queues, None, connection=redis_client, job_class=SentiqJob) is None
+        assert last_dequeued() is None
+    finally:
+        _forget_queues(redis_client, queues, [gone, kept, last])
 
 
 def test_with_several_queues_jobs_are_taken_in_queue_order_as_rq_takes_them(redis_client: Redis) -> None:
