@@ -19,6 +19,8 @@ raises :class:`~sentiq.errors.UnreadableJobError` instead of RQ's various errors
 
 from __future__ import annotations
 
+import functools
+import importlib
 import json
 import logging
 import time
@@ -40,6 +42,7 @@ from rq.intermediate_queue import IntermediateQueue
 from rq.job import JOB_ID_PATTERN, Job, JobStatus
 from rq.registry import FailedJobRegistry, StartedJobRegistry
 from rq.serializers import JSONSerializer
+from rq.serializers import resolve_serializer as rq_resolve_serializer
 from rq.utils import get_version, now, parse_composite_key, utcformat
 from rq.worker import BaseWorker, WorkerStatus
 
@@ -344,6 +347,39 @@ def _remember_taken(connection: Redis, taken: Any) -> Any:
         return taken
     _LAST_DEQUEUED.set((job_id, queue_key, connection))
     return taken
+
+
+#: The RQ modules on a worker's path that resolve a serializer whenever they build an object (a
+#: job, queue, registry, result or worker), by the name they imported from ``rq.serializers``.
+SERIALIZER_RESOLVING_MODULES = ("rq.job", "rq.queue", "rq.registry", "rq.results", "rq.worker.base")
+
+
+def remember_serializer_resolution() -> None:
+    """Make RQ resolve each serializer once per process, not for every object it builds.
+
+    RQ checks a serializer with ``isinstance`` against a runtime-checkable Protocol, which walks
+    the protocol's attributes on every call on Python 3.11 (about 18 us on a 2-core AMD EPYC), and
+    a worker builds about seven jobs, queues and registries per job it runs. The answer depends
+    only on the argument, so it is kept. Measured with ``python -m benchmarks.job_overhead
+    --reviews 1500 --repeats 2``, six alternating pairs: one-review jobs 791 -> 876 jobs/s on
+    average (1.11x, faster in 5 of 6), 0.11 ms less per job. Idempotent.
+    """
+    for name in SERIALIZER_RESOLVING_MODULES:
+        module = importlib.import_module(name)
+        module.resolve_serializer = resolve_serializer_remembered  # type: ignore[attr-defined]
+
+
+def resolve_serializer_remembered(serializer: Any = None) -> Any:
+    """RQ's ``resolve_serializer``, its answer kept for each (hashable) argument."""
+    try:
+        return _resolved_once(serializer)
+    except TypeError:  # an unhashable serializer object: RQ's own check, every time
+        return rq_resolve_serializer(serializer)
+
+
+@functools.lru_cache(maxsize=32)
+def _resolved_once(serializer: Any) -> Any:
+    return rq_resolve_serializer(serializer)
 
 
 #: What SentiqQueue.dequeue_any took last in this thread (context), until the next dequeue: the job

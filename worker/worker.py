@@ -77,6 +77,7 @@ from worker.rq_internals import (
     put_back_at_front,
     raw_job_arguments,
     record_unreadable,
+    remember_serializer_resolution,
     requeue_stranded,
     rq_dequeue_moves,
     safe_queue,
@@ -182,6 +183,7 @@ class SentiqWorker(SimpleWorker):
         metrics: WorkerMetrics | None = None,
         **kwargs: Any,
     ) -> None:
+        remember_serializer_resolution()  # RQ would check the serializer for every job it builds
         # Not defaults: a sentiq worker reads JSON only and fetches every job through SentiqJob.
         kwargs["serializer"] = JSONSerializer
         kwargs["job_class"] = SentiqJob

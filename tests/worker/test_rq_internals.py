@@ -6,12 +6,14 @@ worker/rq_internals.py (and only it), then update the pin.
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import time
 import zlib
 
 import pytest
 import rq
+import rq.serializers
 import rq.utils
 from redis import Redis
 from redis.connection import Connection
@@ -27,6 +29,7 @@ from sentiq.contract import CLASSIFY_TASK, MAX_JOB_DATA_BYTES
 from sentiq.errors import UnreadableJobError
 from worker.rq_internals import (
     PINNED_RQ_VERSION,
+    SERIALIZER_RESOLVING_MODULES,
     FinishedJob,
     SentiqJob,
     SentiqQueue,
@@ -38,6 +41,8 @@ from worker.rq_internals import (
     intermediate_queue_key,
     job_key,
     last_dequeued,
+    remember_serializer_resolution,
+    resolve_serializer_remembered,
     rq_dequeue_moves,
     safe_queue,
     start_jobs,
@@ -126,6 +131,24 @@ def test_private_methods_the_worker_calls() -> None:
         "release_slot(job)",
     ):
         assert step in success, step
+
+
+def test_rq_resolves_serializers_as_remembered_in_every_module_on_the_workers_path() -> None:
+    # Why it is remembered: RQ's check is an isinstance() against a runtime-checkable Protocol.
+    assert "isinstance(serializer, Serializer)" in inspect.getsource(rq.serializers.resolve_serializer)
+    remember_serializer_resolution()
+    for name in SERIALIZER_RESOLVING_MODULES:
+        module = importlib.import_module(name)
+        assert "resolve_serializer(serializer)" in inspect.getsource(module), name
+        assert module.resolve_serializer is resolve_serializer_remembered, name
+    # The same answers as RQ's, and the same refusals, every time (a refusal is not remembered).
+    for serializer in (JSONSerializer, "json", "rq.serializers.JSONSerializer", None):
+        for _ in range(2):
+            assert resolve_serializer_remembered(serializer) is rq.serializers.resolve_serializer(serializer)
+    for wrong in (object(), {"not": "hashable"}):
+        for _ in range(2):
+            with pytest.raises(NotImplementedError):
+                resolve_serializer_remembered(wrong)
 
 
 def test_job_fields_sentiq_job_neutralises() -> None:
