@@ -281,17 +281,15 @@ class SentiqQueue(Queue):
         RQ's worker makes several Redis calls after the dequeue before the job runs (logging the job,
         its heartbeat), while it is idle: a stop signal there raises in the middle of them, and the
         job it took, in no registry yet, waited a heartbeat TTL for the sweep. :func:`last_dequeued`
-        names it, so the stop can put it back at once.
+        names it (recorded by :meth:`lmove` or :meth:`lpop` below, the moment Redis hands the id
+        over), so the stop can put it back at once.
         """
         _LAST_DEQUEUED.set(None)
         try:
-            result = super().dequeue_any(*args, **kwargs)
+            return super().dequeue_any(*args, **kwargs)
         except AuthenticationError as error:
             # A ConnectionError, which RQ's dequeue retries for ever: refused credentials end the worker.
             raise credentials_refused(error) from None
-        if result is not None:
-            _LAST_DEQUEUED.set((result[0].id, result[1].key, result[1].connection))
-        return result
 
     # RQ's dequeue moves (one queue) or pops (several) the id, then builds the queue and fetches the
     # job: a stop signal in between used to leave the id unnamed, so the job waited a heartbeat TTL
