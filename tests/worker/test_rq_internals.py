@@ -10,6 +10,7 @@ import importlib
 import inspect
 import time
 import zlib
+from pathlib import Path
 
 import pytest
 import rq
@@ -136,6 +137,16 @@ def test_private_methods_the_worker_calls() -> None:
 def test_rq_resolves_serializers_as_remembered_in_every_module_on_the_workers_path() -> None:
     # Why it is remembered: RQ's check is an isinstance() against a runtime-checkable Protocol.
     assert "isinstance(serializer, Serializer)" in inspect.getsource(rq.serializers.resolve_serializer)
+    # Every RQ module that resolves a serializer is patched, or never runs in a sentiq worker: the
+    # definition itself, RQ's scheduler and cron (a sentiq worker runs neither) and RQ's own CLI.
+    package = Path(rq.__file__).parent
+    resolving = {
+        ".".join(("rq", *path.relative_to(package).with_suffix("").parts))
+        for path in package.rglob("*.py")
+        if "resolve_serializer(" in path.read_text(encoding="utf-8")
+    }
+    not_on_the_workers_path = {"rq.serializers", "rq.scheduler", "rq.cron", "rq.cli.workers"}
+    assert resolving == set(SERIALIZER_RESOLVING_MODULES) | not_on_the_workers_path
     remember_serializer_resolution()
     for name in SERIALIZER_RESOLVING_MODULES:
         module = importlib.import_module(name)
